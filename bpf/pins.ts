@@ -1,0 +1,34 @@
+// Where our objects live in bpffs. The daemon pins programs and maps here; the CNI plugin pins one
+// TCX link per hook of each pod attachment, keyed by (network name, container id, ifname).
+import { join } from 'node:path';
+
+export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/int-host-reporter';
+
+/** Program names in the BPF object (bpf/progs/datapath.bpf.c). */
+export const PROGRAMS = {
+  /** pod veths and other plain interfaces */
+  ingress: 'int_ingress',
+  egress: 'int_egress',
+  /** the node's data interface(s): also parses VXLAN/Geneve inner headers */
+  ingressData: 'int_ingress_data',
+  egressData: 'int_egress_data',
+} as const;
+
+export type Direction = 'ingress' | 'egress';
+
+export class PinLayout {
+  constructor(readonly root: string = process.env.INT_HOST_REPORTER_BPFFS || DEFAULT_BPFFS_ROOT) {}
+  get progs(): string { return join(this.root, 'progs'); }
+  get maps(): string { return join(this.root, 'maps'); }
+  get links(): string { return join(this.root, 'links'); }
+  prog(name: string): string { return join(this.progs, name); }
+  map(name: string): string { return join(this.maps, name); }
+  /** Directory holding the link pins of one CNI attachment. */
+  attachment(network: string, containerId: string, ifname: string): string {
+    return join(this.links, 'cni', network, containerId, ifname);
+  }
+  /** Directory holding the link pins of a node interface (data interface). */
+  nodeInterface(ifname: string): string {
+    return join(this.links, 'node', ifname);
+  }
+}

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of everything the kernel programs and user space share: the event record,
+ * the per-packet metadata, the flow-filter state and the counter indices. bpf/events.ts mirrors
+ * the event; test/unit/btf-layout.test.ts checks that mirror against this object's BTF.
+ * Every struct is laid out by hand without holes, so natural alignment is the packed layout.
+ */
+#ifndef INT_TYPES_H
+#define INT_TYPES_H
+
+#define INT_EVENT_TRACE 1 /* a packet crossed the node: ingress hook, then egress hook */
+#define INT_EVENT_DROP  2 /* a packet seen at ingress was freed by the kernel as a drop */
+
+/* int_event.flags */
+#define INT_F_TUNNEL      0x01 /* tuples are of the packet inside VXLAN/Geneve; inner_offset is set */
+#define INT_F_INGRESS     0x02 /* ingress metadata was found: ig_* and pre_nat are valid */
+#define INT_F_NAT         0x04 /* pre_nat differs from post_nat */
+
+/* A 5-tuple, IPv4 or IPv6. Addresses and ports are in network byte order, as on the wire.
+ * IPv4 addresses sit in the first 4 bytes, the other 12 are zero. For ICMP/ICMPv6, sport is the
+ * echo identifier (0 for other types) and dport is 0; icmp_type and icmp_code are set. */
+struct int_tuple {
+	__u8  saddr[16];
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8  proto;      /* IPPROTO_TCP, _UDP, _SCTP, _ICMP, _ICMPV6, or another L4 number */
+	__u8  ip_version; /* 4 or 6 */
+	__u8  icmp_type;
+	__u8  icmp_code;
+}; /* 40 bytes */
+
+/* What the egress hook (or the kfree_skb tracepoint) sends to user space. The first
+ * sample_len bytes of the packet follow it in the same perf record, starting at the outermost
+ * Ethernet header as the packet was at egress (for drops: as it was when freed). */
+struct int_event {
+	__u8  type;          /* INT_EVENT_* */
+	__u8  flags;         /* INT_F_* */
+	__u16 sample_len;    /* packet bytes that follow this struct */
+	__u32 drop_reason;   /* kernel enum skb_drop_reason (0 for traces); names come from kernel BTF */
+	__u32 ig_ifindex;
+	__u32 eg_ifindex;    /* drops: the device the skb was on when freed, 0 if none */
+	__u32 pkt_len;       /* skb->len at egress (or at the drop) */
+	__u16 inner_offset;  /* with INT_F_TUNNEL: offset of the inner Ethernet header in the sample */
+	__u16 pad;
+	__u64 ig_ts;         /* bpf_ktime_get_ns() at the ingress hook */
+	__u64 eg_ts;         /* bpf_ktime_get_ns() at the egress hook (or at the drop) */
+	struct int_tuple pre_nat;  /* as the packet arrived at ingress (inner headers on a tunnel) */
+	struct int_tuple post_nat; /* as the packet left at egress */
+}; /* 120 bytes */
+
+/* Per-packet metadata the ingress hook leaves for the egress hook, keyed by the skb's address
+ * (unique while the packet is in flight; the same key reaches the kfree_skb tracepoint).
+ * fingerprint holds header fields that neither routing nor NAT rewrite, so a stale entry of an
+ * earlier skb at the same address is recognised instead of being reported. */
+struct int_meta {
+	__u64 ig_ts;
+	__u32 ig_ifindex;
+	__u32 fingerprint;
+	struct int_tuple tuple;
+}; /* 56 bytes */
+
+/* Flow filter: one entry per (post-NAT tuple, ingress port, egress port). */
+struct int_flow_key {
+	struct int_tuple tuple;
+	__u32 ig_ifindex;
+	__u32 eg_ifindex;
+}; /* 48 bytes */
+
+struct int_flow_state {
+	__u64 last_report_ts;
+	__u32 latency_bucket;
+	__u32 pad;
+}; /* 16 bytes */
+
+/* Indices of the per-CPU counter array (map int_counters). */
+enum int_counter {
+	INT_CNT_INGRESS_PKTS = 0,  /* packets seen by an ingress hook */
+	INT_CNT_EGRESS_PKTS,       /* packets seen by an egress hook */
+	INT_CNT_NOT_IP,            /* packets passed without parsing: not IPv4/IPv6, or truncated */
+	INT_CNT_EVENTS,            /* events written to the perf buffer */
+	INT_CNT_EVENTS_LOST,       /* events the perf buffer refused (full) */
+	INT_CNT_META_MISS,         /* egress packets with no ingress metadata (locally generated, ...) */
+	INT_CNT_META_STALE,        /* ingress metadata found but of another packet (fingerprint) */
+	INT_CNT_FILTERED,          /* egress packets the flow filter suppressed */
+	INT_CNT_DROPS,             /* drop events for packets seen at ingress */
+	INT_CNT_MAX,
+};
+
+#endif /* INT_TYPES_H */

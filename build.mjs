@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// Builds everything: libbpf (PIC, from Debian's source package), the BPF objects, the native
+// addon, and the esbuild bundles of the daemon/CLI and the CNI plugin.
+//   node build.mjs            all steps (each one skips itself when its output is up to date)
+//   node build.mjs bpf        one step: libbpf | bpf | addon | bundle
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, rmSync, copyFileSync, chmodSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const root = dirname(fileURLToPath(import.meta.url));
+const out = join(root, 'build');
+const require = createRequire(import.meta.url);
+
+function run(cmd, args, opts = {}) {
+  execFileSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+}
+function capture(cmd, args, opts = {}) {
+  return execFileSync(cmd, args, { encoding: 'utf8', ...opts }).trim();
+}
+function newest(paths) {
+  let t = 0;
+  for (const p of paths) {
+    if (!existsSync(p)) continue;
+    const s = statSync(p);
+    if (s.isDirectory()) t = Math.max(t, newest(readdirSync(p).map((f) => join(p, f))));
+    else t = Math.max(t, s.mtimeMs);
+  }
+  return t;
+}
+function upToDate(target, sources) {
+  return existsSync(target) && statSync(target).mtimeMs >= newest(sources);
+}
+
+// --- libbpf -----------------------------------------------------------------------------
+// Debian's libbpf.a is not position independent, so it cannot go into a .node. We build the very
+// same version from Debian's source package with -fPIC. The deb-src entries are derived from the
+// machine's own apt sources (same archives), into a private apt state dir: /etc is not touched.
+const libbpfDir = join(out, 'libbpf');
+const libbpfA = join(libbpfDir, 'obj', 'libbpf.a');
+const libbpfInclude = join(libbpfDir, 'include');
+
+function buildLibbpf() {
+  const version = capture('dpkg-query', ['-W', '-f=${source:Version}', 'libbpf-dev']);
+  const stamp = join(libbpfDir, 'version');
+  if (existsSync(libbpfA) && existsSync(stamp) && readFileSync(stamp, 'utf8') === version) return;
+  console.log(`build: libbpf ${version} from Debian's source package (-fPIC)`);
+  rmSync(libbpfDir, { recursive: true, force: true });
+  const apt = join(libbpfDir, 'apt');
+  mkdirSync(join(apt, 'lists', 'partial'), { recursive: true });
+  mkdirSync(join(apt, 'parts'), { recursive: true });
+  const sourcesDir = '/etc/apt/sources.list.d';
+  let n = 0;
+  for (const f of readdirSync(sourcesDir)) {
+    if (f.endsWith('.sources')) {
+      const text = readFileSync(join(sourcesDir, f), 'utf8').replace(/^Types:.*$/gm, 'Types: deb-src');
+      writeFileSync(join(apt, 'parts', f), text);
+      n++;
+    } else if (f.endsWith('.list')) {
+      const text = readFileSync(join(sourcesDir, f), 'utf8').replace(/^deb\s/gm, 'deb-src ');
+      writeFileSync(join(apt, 'parts', f), text);
+      n++;
+    }
+  }
+  let sourceList = '/dev/null';
+  if (existsSync('/etc/apt/sources.list')) {
+    const text = readFileSync('/etc/apt/sources.list', 'utf8').replace(/^deb\s/gm, 'deb-src ');
+    sourceList = join(apt, 'sources.list');
+    writeFileSync(sourceList, text);
+    n++;
+  }
+  if (n === 0) throw new Error('build: no apt sources found to derive deb-src entries from');
+  const aptOpts = [
+    '-o', `Dir::Etc::SourceList=${sourceList}`,
+    '-o', `Dir::Etc::SourceParts=${join(apt, 'parts')}`,
+    '-o', `Dir::State::Lists=${join(apt, 'lists')}`,
+    '-o', 'APT::Sandbox::User=root',
+    '-q',
+  ];
+  run('apt-get', [...aptOpts, 'update']);
+  run('apt-get', [...aptOpts, 'source', `libbpf=${version}`], { cwd: libbpfDir });
+  const srcDir = readdirSync(libbpfDir).find((d) => d.startsWith('libbpf-') && statSync(join(libbpfDir, d)).isDirectory());
+  if (!srcDir) throw new Error('build: apt-get source libbpf produced no source tree');
+  const objDir = join(libbpfDir, 'obj');
+  run('make', ['-s', '-C', join(libbpfDir, srcDir, 'src'), '-j2', 'BUILD_STATIC_ONLY=1', `OBJDIR=${objDir}`,
+    'CFLAGS=-O2 -g -fPIC', `DESTDIR=${libbpfDir}`, 'INCLUDEDIR=/include', 'LIBDIR=/lib', 'UAPIDIR=/uapi',
+    'install_headers', objDir + '/libbpf.a']);
+  rmSync(apt, { recursive: true, force: true });
+  writeFileSync(stamp, version);
+}
+
+// --- BPF objects ------------------------------------------------------------------------
+const progsDir = join(root, 'bpf', 'progs');
+const bpfOut = join(out, 'bpf');
+
+function buildBpf() {
+  mkdirSync(bpfOut, { recursive: true });
+  const headers = readdirSync(progsDir).filter((f) => f.endsWith('.h')).map((f) => join(progsDir, f));
+  for (const f of readdirSync(progsDir).filter((f) => f.endsWith('.bpf.c'))) {
+    const target = join(bpfOut, f.replace(/\.c$/, '.o'));
+    if (upToDate(target, [join(progsDir, f), ...headers, libbpfA])) continue;
+    console.log(`build: ${f}`);
+    run('clang', ['-target', 'bpf', '-O2', '-g', '-Wall', '-Werror', '-D__TARGET_ARCH_x86',
+      '-I', libbpfInclude, '-I', progsDir, '-c', join(progsDir, f), '-o', target]);
+  }
+}
+
+// --- native addon -----------------------------------------------------------------------
+const addonDir = join(root, 'bpf', 'addon');
+const addonOut = join(out, 'addon');
+const addonNode = join(addonOut, 'Release', 'int_host_reporter.node');
+
+function buildAddon() {
+  if (upToDate(addonNode, [addonDir, libbpfA])) return;
+  console.log('build: native addon');
+  const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+  // node-gyp builds in <cwd>/build; keep it under build/addon so the source dir stays clean.
+  mkdirSync(addonOut, { recursive: true });
+  run(process.execPath, [gyp, 'rebuild', '--directory', addonDir, `--libbpf_dir=${libbpfDir}`, '--loglevel=warn'], {
+    env: { ...process.env, npm_config_build_from_source: 'true' },
+  });
+  const built = join(addonDir, 'build', 'Release', 'int_host_reporter.node');
+  mkdirSync(dirname(addonNode), { recursive: true });
+  copyFileSync(built, addonNode);
+  rmSync(join(addonDir, 'build'), { recursive: true, force: true });
+}
+
+// --- bundles ----------------------------------------------------------------------------
+const dist = join(root, 'dist');
+async function buildBundles() {
+  const esbuild = require('esbuild');
+  const entries = [
+    { entry: join(root, 'daemon', 'main.ts'), outfile: join(dist, 'int-host-reporter.cjs') },
+    { entry: join(root, 'plugin', 'main.ts'), outfile: join(dist, 'cni', 'int-host-reporter') },
+  ].filter((e) => existsSync(e.entry));
+  for (const e of entries) {
+    if (upToDate(e.outfile, [join(root, 'bpf'), join(root, 'daemon'), join(root, 'plugin')])) continue;
+    console.log(`build: bundle ${e.outfile.slice(root.length + 1)}`);
+    await esbuild.build({
+      entryPoints: [e.entry], outfile: e.outfile, bundle: true, platform: 'node', target: 'node20',
+      format: 'cjs', sourcemap: 'inline', logLevel: 'warning', external: ['*.node'],
+      banner: { js: '#!/usr/bin/env node' },
+    });
+    chmodSync(e.outfile, 0o755);
+  }
+  // The bundles load the addon and the BPF object from beside themselves.
+  for (const d of [dist, join(dist, 'cni')]) {
+    if (!existsSync(d)) continue;
+    if (existsSync(addonNode)) copyFileSync(addonNode, join(d, 'int_host_reporter.node'));
+    for (const f of existsSync(bpfOut) ? readdirSync(bpfOut) : []) copyFileSync(join(bpfOut, f), join(d, f));
+  }
+}
+
+const steps = { libbpf: buildLibbpf, bpf: buildBpf, addon: buildAddon, bundle: buildBundles };
+const want = process.argv.slice(2);
+try {
+  for (const [name, fn] of Object.entries(steps)) {
+    if (want.length === 0 || want.includes(name)) await fn();
+  }
+} catch (err) {
+  console.error(`build failed: ${err.message}`);
+  process.exit(1);
+}
