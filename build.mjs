@@ -101,8 +101,11 @@ function buildBpf() {
     const target = join(bpfOut, f.replace(/\.c$/, '.o'));
     if (upToDate(target, [join(progsDir, f), ...headers, libbpfA])) continue;
     console.log(`build: ${f}`);
-    run('clang', ['-target', 'bpf', '-O2', '-g', '-Wall', '-Werror', '-D__TARGET_ARCH_x86',
-      '-I', libbpfInclude, '-I', progsDir, '-c', join(progsDir, f), '-o', target]);
+    // -target bpf has no multiarch include path of its own: <asm/types.h> lives there.
+    const multiarch = capture('gcc', ['-print-multiarch']);
+    run('clang', ['-target', 'bpf', '-O2', '-g', '-Wall', '-Werror',
+      '-I', libbpfInclude, '-I', progsDir, '-idirafter', `/usr/include/${multiarch}`,
+      '-c', join(progsDir, f), '-o', target]);
   }
 }
 
@@ -117,7 +120,12 @@ function buildAddon() {
   const gyp = require.resolve('node-gyp/bin/node-gyp.js');
   // node-gyp builds in <cwd>/build; keep it under build/addon so the source dir stays clean.
   mkdirSync(addonOut, { recursive: true });
-  run(process.execPath, [gyp, 'rebuild', '--directory', addonDir, `--libbpf_dir=${libbpfDir}`, '--loglevel=warn'], {
+  // Build against the headers of the node that runs us (no download: there is no internet here).
+  const nodedir = join(dirname(process.execPath), '..');
+  if (!existsSync(join(nodedir, 'include', 'node', 'node_api.h'))) {
+    throw new Error(`node's headers are missing under ${nodedir}/include/node (install Node 20 with its headers)`);
+  }
+  run(process.execPath, [gyp, 'rebuild', '--directory', addonDir, `--nodedir=${nodedir}`, `--libbpf_dir=${libbpfDir}`, '--loglevel=warn'], {
     env: { ...process.env, npm_config_build_from_source: 'true' },
   });
   const built = join(addonDir, 'build', 'Release', 'int_host_reporter.node');
