@@ -4,14 +4,15 @@ import { join } from 'node:path';
 
 export const DEFAULT_BPFFS_ROOT = '/sys/fs/bpf/int-host-reporter';
 
-/** Program names in the BPF object (bpf/progs/datapath.bpf.c). */
+/** Program names in the BPF object (bpf/progs/datapath.bpf.c); at most 15 characters, the
+ *  kernel's limit, so the names the kernel reports are these. */
 export const PROGRAMS = {
   /** pod veths and other plain interfaces */
   ingress: 'int_ingress',
   egress: 'int_egress',
   /** the node's data interface(s): also parses VXLAN/Geneve inner headers */
-  ingressData: 'int_ingress_data',
-  egressData: 'int_egress_data',
+  ingressNic: 'int_ingress_nic',
+  egressNic: 'int_egress_nic',
 } as const;
 
 export type Direction = 'ingress' | 'egress';

@@ -169,13 +169,13 @@ int int_egress(struct __sk_buff *skb)
 }
 
 SEC("tc")
-int int_ingress_data(struct __sk_buff *skb)
+int int_ingress_nic(struct __sk_buff *skb)
 {
 	return on_ingress(skb, true);
 }
 
 SEC("tc")
-int int_egress_data(struct __sk_buff *skb)
+int int_egress_nic(struct __sk_buff *skb)
 {
 	return on_egress(skb, true);
 }
