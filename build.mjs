@@ -94,19 +94,25 @@ function buildLibbpf() {
 const progsDir = join(root, 'bpf', 'progs');
 const bpfOut = join(out, 'bpf');
 
-function buildBpf() {
-  mkdirSync(bpfOut, { recursive: true });
+function compileBpf(srcDir, outDir) {
+  mkdirSync(outDir, { recursive: true });
   const headers = readdirSync(progsDir).filter((f) => f.endsWith('.h')).map((f) => join(progsDir, f));
-  for (const f of readdirSync(progsDir).filter((f) => f.endsWith('.bpf.c'))) {
-    const target = join(bpfOut, f.replace(/\.c$/, '.o'));
-    if (upToDate(target, [join(progsDir, f), ...headers, libbpfA])) continue;
+  // -target bpf has no multiarch include path of its own: <asm/types.h> lives there.
+  const multiarch = capture('gcc', ['-print-multiarch']);
+  for (const f of readdirSync(srcDir).filter((f) => f.endsWith('.bpf.c'))) {
+    const target = join(outDir, f.replace(/\.c$/, '.o'));
+    if (upToDate(target, [join(srcDir, f), ...headers, libbpfA])) continue;
     console.log(`build: ${f}`);
-    // -target bpf has no multiarch include path of its own: <asm/types.h> lives there.
-    const multiarch = capture('gcc', ['-print-multiarch']);
     run('clang', ['-target', 'bpf', '-O2', '-g', '-Wall', '-Werror',
       '-I', libbpfInclude, '-I', progsDir, '-idirafter', `/usr/include/${multiarch}`,
-      '-c', join(progsDir, f), '-o', target]);
+      '-c', join(srcDir, f), '-o', target]);
   }
+}
+
+function buildBpf() {
+  compileBpf(progsDir, bpfOut);
+  // Objects the tests load: another vendor's program, and one the verifier rejects.
+  compileBpf(join(root, 'test', 'bpf'), join(out, 'test-bpf'));
 }
 
 // --- native addon -----------------------------------------------------------------------

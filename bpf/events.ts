@@ -41,10 +41,10 @@ export const TupleLayout = {
   icmpCode: 39,
 } as const;
 
-/** Counter indices of the per-CPU array `int_counters` (enum int_counter). */
+/** Counter indices of the per-CPU array `int_counters`: enum int_counter, lower-cased, without INT_CNT_. */
 export const Counters = [
-  'ingress_packets',
-  'egress_packets',
+  'ingress_pkts',
+  'egress_pkts',
   'not_ip',
   'events',
   'events_lost',

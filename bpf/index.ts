@@ -263,6 +263,9 @@ export interface AttachOptions {
   linkPin?: string;
   tcPriority?: number;
   tcHandle?: number;
+  /** tc: a bpffs path marking "our attach created this interface's clsact", so that a later
+   *  detach (by another process) removes the qdisc once no filter is left */
+  clsactMarker?: string;
 }
 
 export interface Attachment {
@@ -279,6 +282,7 @@ export interface Attachment {
   tcPriority?: number;
   tcHandle?: number;
   createdClsact?: boolean;
+  clsactMarker?: string;
 }
 
 let tcxSupported: boolean | undefined;
@@ -310,9 +314,20 @@ function attachTcx(prog: Program, ifindex: number, direction: Direction, linkPin
   return { ifindex, direction, mode: 'tcx', progId: info.progId, linkId: info.id, linkPin };
 }
 
-function attachTc(prog: Program, ifindex: number, direction: Direction, priority: number, handle: number): Attachment {
+/** Interfaces whose clsact qdisc this process created (the marker does the same across processes). */
+const clsactCreated = new Set<number>();
+
+function attachTc(prog: Program, ifindex: number, direction: Direction, priority: number, handle: number, marker?: string): Attachment {
   const r = call(() => native().tcAttach(prog.fd, ifindex, direction, priority, handle));
-  return { ifindex, direction, mode: 'tc', progId: r.progId, tcPriority: priority, tcHandle: handle, createdClsact: r.createdClsact };
+  if (r.createdClsact) {
+    clsactCreated.add(ifindex);
+    if (marker) mkdirSync(marker, { recursive: true });
+  }
+  const created = clsactCreated.has(ifindex) || (marker !== undefined && existsSync(marker));
+  return {
+    ifindex, direction, mode: 'tc', progId: r.progId, tcPriority: priority, tcHandle: handle, createdClsact: created,
+    ...(marker ? { clsactMarker: marker } : {}),
+  };
 }
 
 /**
@@ -327,7 +342,7 @@ export function attach(prog: Program, ifindex: number, direction: Direction, opt
   // Check the interface first: a TCX attach to a missing ifindex fails the same way, but tc
   // would otherwise report a less clear netlink error.
   call(() => native().linkGet({ ifindex }));
-  if (mode === 'tc') return attachTc(prog, ifindex, direction, prio, handle);
+  if (mode === 'tc') return attachTc(prog, ifindex, direction, prio, handle, opts.clsactMarker);
   if (mode === 'tcx' || tcxSupported !== false) {
     try {
       const a = attachTcx(prog, ifindex, direction, opts.linkPin);
@@ -339,7 +354,7 @@ export function attach(prog: Program, ifindex: number, direction: Direction, opt
       tcxSupported = false;
     }
   }
-  return attachTc(prog, ifindex, direction, prio, handle);
+  return attachTc(prog, ifindex, direction, prio, handle, opts.clsactMarker);
 }
 
 /**
@@ -375,8 +390,12 @@ export function detach(a: Attachment): void {
   }
   if (!exists) return;
   call(() => n.tcDetach(a.ifindex, a.direction, a.tcPriority ?? TC_PRIORITY, a.tcHandle ?? TC_HANDLE));
-  if (a.createdClsact && n.tcFilters(a.ifindex, 'ingress').length === 0 && n.tcFilters(a.ifindex, 'egress').length === 0) {
+  const ours = a.createdClsact || clsactCreated.has(a.ifindex) || (a.clsactMarker !== undefined && existsSync(a.clsactMarker));
+  // Only a qdisc we created, and only once nobody (us included) has a filter on it any more.
+  if (ours && hasClsact(a.ifindex) && n.tcFilters(a.ifindex, 'ingress').length === 0 && n.tcFilters(a.ifindex, 'egress').length === 0) {
     call(() => n.clsactDestroy(a.ifindex));
+    clsactCreated.delete(a.ifindex);
+    if (a.clsactMarker && existsSync(a.clsactMarker)) rmdirSync(a.clsactMarker);
   }
 }
 

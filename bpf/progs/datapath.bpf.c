@@ -14,6 +14,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Only here so that the object's BTF describes the event and the counters for user space (the
+ * layout test reads them from the compiled object). */
+struct int_event *int_event_btf __attribute__((unused));
+enum int_counter int_counter_btf __attribute__((unused));
+
 /* Set by the loader before load (libbpf rewrites .rodata); the verifier sees them as constants. */
 const volatile __u64 report_interval_ns = 1000000000ULL; /* flow filter: at most one event per interval */
 const volatile __u64 latency_quantum_ns = 65536;          /* ... unless hop latency moves to another bucket */
