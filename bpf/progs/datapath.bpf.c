@@ -23,6 +23,7 @@ enum int_counter int_counter_btf __attribute__((unused));
 const volatile __u64 report_interval_ns = 1000000000ULL; /* flow filter: at most one event per interval */
 const volatile __u64 latency_quantum_ns = 65536;          /* ... unless hop latency moves to another bucket */
 const volatile __u32 sample_bytes = 128;                  /* packet bytes copied into each event */
+const volatile __u64 max_hop_ns = 2000000000ULL;          /* older ingress metadata is another packet's */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -30,8 +31,9 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } int_events SEC(".maps");
 
-/* Ingress metadata by skb address. LRU: packets that never reach an egress hook (delivered
- * locally, dropped) age out instead of filling the map, and new packets are always tracked. */
+/* Ingress metadata by packet key (parse.h). LRU: packets that never reach an egress hook
+ * (delivered locally, dropped) age out instead of filling the map, and new packets are always
+ * tracked. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -60,12 +62,6 @@ static __always_inline void count(__u32 idx)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
-/* The skb's address identifies the packet from ingress to egress (and in kfree_skb). */
-static __always_inline __u64 skb_key(struct __sk_buff *skb)
-{
-	return (__u64)(unsigned long)skb;
-}
-
 static __always_inline int on_ingress(struct __sk_buff *skb, const bool data_iface)
 {
 	struct int_meta m = {};
@@ -78,9 +74,7 @@ static __always_inline int on_ingress(struct __sk_buff *skb, const bool data_ifa
 	}
 	m.ig_ts = bpf_ktime_get_ns();
 	m.ig_ifindex = skb->ifindex;
-	m.fingerprint = r.fingerprint;
-	__u64 key = skb_key(skb);
-	bpf_map_update_elem(&int_meta, &key, &m, BPF_ANY);
+	bpf_map_update_elem(&int_meta, &r.key, &m, BPF_ANY);
 	return TC_ACT_UNSPEC;
 }
 
@@ -118,20 +112,19 @@ static __always_inline int on_egress(struct __sk_buff *skb, const bool data_ifac
 		return TC_ACT_UNSPEC;
 	}
 
-	__u64 key = skb_key(skb);
-	struct int_meta *mp = bpf_map_lookup_elem(&int_meta, &key);
+	struct int_meta *mp = bpf_map_lookup_elem(&int_meta, &r.key);
 	if (!mp) {
 		count(INT_CNT_META_MISS);
 		return TC_ACT_UNSPEC;
 	}
 	struct int_meta m = *mp;
-	bpf_map_delete_elem(&int_meta, &key);
-	if (m.fingerprint != r.fingerprint) {
+	bpf_map_delete_elem(&int_meta, &r.key);
+	__u64 now = bpf_ktime_get_ns();
+	if (now - m.ig_ts > max_hop_ns) {
 		count(INT_CNT_META_STALE);
 		return TC_ACT_UNSPEC;
 	}
 
-	__u64 now = bpf_ktime_get_ns();
 	struct int_flow_key fk = {
 		.tuple = ev.post_nat,
 		.ig_ifindex = m.ig_ifindex,

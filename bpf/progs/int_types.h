@@ -49,14 +49,13 @@ struct int_event {
 	struct int_tuple post_nat; /* as the packet left at egress */
 }; /* 120 bytes */
 
-/* Per-packet metadata the ingress hook leaves for the egress hook, keyed by the skb's address
- * (unique while the packet is in flight; the same key reaches the kfree_skb tracepoint).
- * fingerprint holds header fields that neither routing nor NAT rewrite, so a stale entry of an
- * earlier skb at the same address is recognised instead of being reported. */
+/* Per-packet metadata the ingress hook leaves for the egress hook, keyed by the packet key:
+ * header fields that neither routing, NAT nor tunnels rewrite (see parse.h). An entry older
+ * than max_hop_ns is taken for another packet's and not reported. */
 struct int_meta {
 	__u64 ig_ts;
 	__u32 ig_ifindex;
-	__u32 fingerprint;
+	__u32 pad;
 	struct int_tuple tuple;
 }; /* 56 bytes */
 
@@ -81,7 +80,7 @@ enum int_counter {
 	INT_CNT_EVENTS,            /* events written to the perf buffer */
 	INT_CNT_EVENTS_LOST,       /* events the perf buffer refused (full) */
 	INT_CNT_META_MISS,         /* egress packets with no ingress metadata (locally generated, ...) */
-	INT_CNT_META_STALE,        /* ingress metadata found but of another packet (fingerprint) */
+	INT_CNT_META_STALE,        /* ingress metadata found but too old to be this packet's */
 	INT_CNT_FILTERED,          /* egress packets the flow filter suppressed */
 	INT_CNT_DROPS,             /* drop events for packets seen at ingress */
 	INT_CNT_MAX,

@@ -45,7 +45,7 @@ struct geneve_hdr_ {
 
 /* What parsing found besides the tuple. */
 struct parse_result {
-	__u32 fingerprint; /* header fields that routing and NAT keep (see int_meta) */
+	__u64 key;         /* the packet key (struct pkt_key, with the protocol mixed in) */
 	__u16 inner_offset;
 	__u8  tunnel;
 };
@@ -70,9 +70,57 @@ static __always_inline int parse_eth(struct cursor *c, __be16 *proto)
 	return 0;
 }
 
-/* Ports / ICMP fields from the first 8 bytes of the L4 header at c->pos. One bounds check and
- * one copy for every protocol keeps the verifier's state count low. */
-static __always_inline int parse_l4(struct cursor *c, struct int_tuple *t, __u32 *fp)
+/*
+ * The packet key identifies one packet from the ingress hook to the egress hook (and to the
+ * drop tracepoint). It is built from header fields that neither routing, NAT nor a tunnel
+ * rewrite, because the skb itself does not survive everything: the kernel may clone it to
+ * make headroom (IPv6 into a VXLAN device, for one). hi comes from L3, lo from L4.
+ */
+struct pkt_key {
+	__u32 hi;
+	__u32 lo;
+};
+
+static __always_inline __u32 key_ipv4(__u16 id, __u16 tot_len)
+{
+	return ((__u32)id << 16) | tot_len;
+}
+
+static __always_inline __u32 key_ipv6(__u16 payload_len, __u8 fl0, __u8 fl1, __u8 fl2)
+{
+	return ((__u32)payload_len << 16) ^ (((__u32)fl0 & 0x0f) << 16 | (__u32)fl1 << 8 | fl2);
+}
+
+/* w1, w2: the second and third 32-bit words of the L4 header (w2 = 0 if not captured). */
+static __always_inline __u32 key_l4(__u8 proto, __u8 icmp_type, __u32 w1, __u32 w2)
+{
+	switch (proto) {
+	case IPPROTO_TCP: /* sequence and acknowledgement numbers */
+		return w1 ^ ((w2 << 16) | (w2 >> 16));
+	case IPPROTO_UDP: /* length, and the first payload word */
+		return (w1 & 0xffff) ^ w2;
+	case IPPROTO_SCTP: /* verification tag */
+		return w1;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* type, echo sequence (not the identifier: NAT rewrites it) or the rest of the
+		 * header for other types (neighbour solicitation and advertisement differ there
+		 * only), first payload word */
+		if (icmp_type == 8 || icmp_type == 0 || icmp_type == 128 || icmp_type == 129)
+			w1 &= 0xffff0000;
+		return ((__u32)icmp_type << 24) ^ w1 ^ w2;
+	}
+	return 0;
+}
+
+static __always_inline __u64 key_final(const struct pkt_key *k, __u8 proto)
+{
+	return (((__u64)k->hi << 32) | k->lo) ^ ((__u64)proto << 56);
+}
+
+/* Ports / ICMP fields from the L4 header at c->pos. One bounds check and one copy for every
+ * protocol keeps the verifier's state count low. */
+static __always_inline int parse_l4(struct cursor *c, struct int_tuple *t, struct pkt_key *k)
 {
 	__u8 *h = c->pos;
 	__u8 p = t->proto;
@@ -82,27 +130,26 @@ static __always_inline int parse_l4(struct cursor *c, struct int_tuple *t, __u32
 		return 0; /* another protocol: addresses only */
 	if ((void *)(h + 8) > c->end)
 		return -1;
-	__u32 w0 = *(__u32 *)h, w1 = *(__u32 *)(h + 4);
+	__u32 w0 = *(__u32 *)h, w1 = *(__u32 *)(h + 4), w2 = 0;
+	if ((void *)(h + 12) <= c->end)
+		w2 = *(__u32 *)(h + 8);
 
 	if (p == IPPROTO_ICMP || p == IPPROTO_ICMPV6) {
 		__u8 type = h[0];
 		t->icmp_type = type;
 		t->icmp_code = h[1];
 		/* echo request/reply carry an identifier that conntrack treats as the port */
-		if (type == 8 || type == 0 || type == 128 || type == 129) {
-			t->sport = (__u16)w1;   /* identifier (network order, first two bytes) */
-			*fp ^= w1 & 0xffff0000; /* sequence */
-		}
-		return 0;
+		if (type == 8 || type == 0 || type == 128 || type == 129)
+			t->sport = (__u16)w1; /* identifier (network order, first two bytes) */
+	} else {
+		t->sport = (__u16)w0;
+		t->dport = (__u16)(w0 >> 16);
 	}
-	t->sport = (__u16)w0;
-	t->dport = (__u16)(w0 >> 16);
-	/* TCP: sequence number; SCTP: verification tag; UDP: length. NAT rewrites none of them. */
-	*fp ^= p == IPPROTO_UDP ? (w1 & 0xffff) : w1;
+	k->lo = key_l4(p, t->icmp_type, w1, w2);
 	return 0;
 }
 
-static __always_inline int parse_ipv4(struct cursor *c, struct int_tuple *t, __u32 *fp)
+static __always_inline int parse_ipv4(struct cursor *c, struct int_tuple *t, struct pkt_key *k)
 {
 	struct iphdr *ip = c->pos;
 	if ((void *)(ip + 1) > c->end)
@@ -113,12 +160,12 @@ static __always_inline int parse_ipv4(struct cursor *c, struct int_tuple *t, __u
 	t->proto = ip->protocol;
 	__builtin_memcpy(t->saddr, &ip->saddr, 4);
 	__builtin_memcpy(t->daddr, &ip->daddr, 4);
-	*fp = ((__u32)ip->id << 16) | ip->tot_len;
+	k->hi = key_ipv4(ip->id, ip->tot_len);
 	/* Later fragments carry no L4 header. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
 	c->pos = (void *)ip + ip->ihl * 4;
-	return parse_l4(c, t, fp);
+	return parse_l4(c, t, k);
 }
 
 static __always_inline int is_ipv6_ext(__u8 next)
@@ -126,7 +173,7 @@ static __always_inline int is_ipv6_ext(__u8 next)
 	return next == 0 || next == 43 || next == 44 || next == 51 || next == 60;
 }
 
-static __always_inline int parse_ipv6(struct cursor *c, struct int_tuple *t, __u32 *fp,
+static __always_inline int parse_ipv6(struct cursor *c, struct int_tuple *t, struct pkt_key *k,
 				      const bool walk_ext)
 {
 	struct ipv6hdr *ip6 = c->pos;
@@ -135,7 +182,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct int_tuple *t, __u
 	t->ip_version = 6;
 	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
-	*fp = ((__u32)ip6->payload_len << 16) | ((__u32)ip6->flow_lbl[1] << 8) | ip6->flow_lbl[2];
+	k->hi = key_ipv6(ip6->payload_len, ip6->flow_lbl[0], ip6->flow_lbl[1], ip6->flow_lbl[2]);
 	__u8 next = ip6->nexthdr;
 	c->pos = ip6 + 1;
 	if (walk_ext) {
@@ -165,16 +212,16 @@ static __always_inline int parse_ipv6(struct cursor *c, struct int_tuple *t, __u
 	t->proto = next;
 	if (is_ipv6_ext(next))
 		return 0; /* more extension headers than we walk: addresses only */
-	return parse_l4(c, t, fp);
+	return parse_l4(c, t, k);
 }
 
-static __always_inline int parse_l3(struct cursor *c, __be16 proto, struct int_tuple *t, __u32 *fp,
+static __always_inline int parse_l3(struct cursor *c, __be16 proto, struct int_tuple *t, struct pkt_key *k,
 				    const bool walk_ext)
 {
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(c, t, fp);
+		return parse_ipv4(c, t, k);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(c, t, fp, walk_ext);
+		return parse_ipv6(c, t, k, walk_ext);
 	return -1;
 }
 
@@ -192,11 +239,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct int_tuple 
 		.start = (void *)(long)skb->data,
 	};
 	__be16 proto;
+	struct pkt_key k = {};
 
 	if (parse_eth(&c, &proto) < 0)
 		return -1;
-	if (parse_l3(&c, proto, t, &r->fingerprint, true) < 0)
+	if (parse_l3(&c, proto, t, &k, true) < 0)
 		return -1;
+	r->key = key_final(&k, t->proto);
 	if (!tunnels || t->proto != IPPROTO_UDP)
 		return 0;
 
@@ -220,13 +269,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct int_tuple 
 	 * overlays, and walking them twice multiplies the verifier's work). */
 	struct cursor ic = { .pos = inner, .end = c.end, .start = c.start };
 	struct int_tuple it = {};
-	__u32 ifp = 0;
+	struct pkt_key ik = {};
 	if (parse_eth(&ic, &proto) < 0)
 		return 0;
-	if (parse_l3(&ic, proto, &it, &ifp, false) < 0)
+	if (parse_l3(&ic, proto, &it, &ik, false) < 0)
 		return 0;
 	*t = it;
-	r->fingerprint = ifp;
+	r->key = key_final(&ik, it.proto);
 	r->tunnel = 1;
 	r->inner_offset = inner - c.start;
 	return 0;

@@ -12,6 +12,7 @@ export interface ExpectedTuple {
   protocol: number;
   srcPort?: number;
   dstPort?: number;
+  icmpType?: number;
 }
 
 export class DatapathFixture {
@@ -54,7 +55,8 @@ export class DatapathFixture {
     return this.events.filter((e) => {
       const p = e.postNat;
       return p.src === t.src && p.dst === t.dst && p.protocol === t.protocol &&
-        (t.srcPort === undefined || p.srcPort === t.srcPort) && (t.dstPort === undefined || p.dstPort === t.dstPort);
+        (t.srcPort === undefined || p.srcPort === t.srcPort) && (t.dstPort === undefined || p.dstPort === t.dstPort) &&
+        (t.icmpType === undefined || p.icmpType === t.icmpType);
     });
   }
 
@@ -63,6 +65,11 @@ export class DatapathFixture {
     const deadline = Date.now() + timeoutMs;
     while (this.matching(t).length < n && Date.now() < deadline) await sleep(10);
     return this.matching(t);
+  }
+
+  /** Hop latency bucket of an event at the default quantum (2^16 ns). */
+  static bucket(e: bpf.DatapathEvent): bigint {
+    return (e.egressTs - e.ingressTs) / 65536n;
   }
 
   /** Lets in-flight events arrive (the reader flushes every 2 ms). */
