@@ -1,0 +1,86 @@
+// The notify client against a real node:http server on a unix socket in a temp dir.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { notifyDaemon, probeSocket, queryAttachment } from '../../plugin/notify';
+import { FakeDaemon } from '../fixtures/cni/harness';
+
+const notice = {
+  network: 'ebpftest', containerId: 'abc', ifname: 'eth0', netns: '/run/netns/x', hostIfname: 'veth1', hostIfindex: 19,
+  podNamespace: 'shop', podName: 'cart', podUid: 'u-1', ips: ['10.99.0.2', 'fd00::2'], mode: 'tcx' as const,
+  programIds: [5, 6], attachedAt: '2026-01-02T03:04:05.006Z',
+};
+
+let dir: string;
+let socketPath: string;
+let daemon: FakeDaemon | undefined;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'ihr-notify-'));
+  socketPath = join(dir, 'daemon.sock');
+});
+afterEach(async () => {
+  await daemon?.close();
+  daemon = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('notify client', () => {
+  test('notify: ADD posts the exact AttachmentNotice JSON to /v1/cni/add', async () => {
+    daemon = await new FakeDaemon(socketPath).listen();
+    const res = await notifyDaemon(socketPath, 'add', notice);
+    assert.deepEqual(res, { ok: true, status: 200, body: '{}' });
+    assert.deepEqual(daemon.received, [{ method: 'POST', url: '/v1/cni/add', contentType: 'application/json', body: notice }]);
+  });
+
+  test('notify: DEL posts to /v1/cni/del', async () => {
+    daemon = await new FakeDaemon(socketPath).listen();
+    const del = { network: 'ebpftest', containerId: 'abc', ifname: 'eth0' };
+    assert.equal((await notifyDaemon(socketPath, 'del', del)).ok, true);
+    assert.deepEqual(daemon.received, [{ method: 'POST', url: '/v1/cni/del', contentType: 'application/json', body: del }]);
+  });
+
+  test('notify: a non-2xx answer is an error naming the status', async () => {
+    daemon = await new FakeDaemon(socketPath).listen();
+    daemon.status = 503;
+    assert.deepEqual(await notifyDaemon(socketPath, 'add', notice), { ok: false, error: 'daemon answered 503 to POST /v1/cni/add: {}' });
+  });
+
+  test('notify: an absent socket is an error, not an exception', async () => {
+    assert.deepEqual(await notifyDaemon(socketPath, 'add', notice), {
+      ok: false, error: `cannot reach the daemon at ${socketPath}: connect ENOENT ${socketPath}`,
+    });
+  });
+
+  test('notify: a path that is not a socket is an error, not an exception', async () => {
+    writeFileSync(socketPath, 'plain file');
+    const res = await notifyDaemon(socketPath, 'del', { network: 'n', containerId: 'c', ifname: 'eth0' });
+    assert.equal(res.ok, false);
+    assert.match(res.ok ? '' : res.error, new RegExp(`^cannot reach the daemon at ${socketPath}: connect ECONNREFUSED`));
+  });
+
+  test('notify: a daemon that never answers is given up after the budget', async () => {
+    daemon = await new FakeDaemon(socketPath).listen();
+    daemon.hang = true;
+    assert.deepEqual(await notifyDaemon(socketPath, 'add', notice, 150), { ok: false, error: 'daemon did not answer POST /v1/cni/add within 150 ms' });
+    assert.equal(daemon.received.length, 1, 'the request was delivered');
+  });
+
+  test('query: 200 means known, 404 unknown, anything else an error', async () => {
+    daemon = await new FakeDaemon(socketPath).listen();
+    const key = { network: 'ebpftest', containerId: 'abc', ifname: 'eth0' };
+    assert.deepEqual(await queryAttachment(socketPath, key), { ok: true, known: true });
+    daemon.status = 404;
+    assert.deepEqual(await queryAttachment(socketPath, key), { ok: true, known: false });
+    daemon.status = 500;
+    assert.deepEqual(await queryAttachment(socketPath, key), { ok: false, error: 'daemon answered 500 to GET /v1/cni/attachment' });
+    assert.deepEqual(daemon.received.map((r) => [r.method, r.url, r.body]), Array(3).fill(['GET', '/v1/cni/attachment?network=ebpftest&containerId=abc&ifname=eth0', undefined]));
+  });
+
+  test('probe: connects to a listening socket; reports an absent one', async () => {
+    assert.deepEqual(await probeSocket(socketPath), { ok: false, error: `cannot connect to ${socketPath}: connect ENOENT ${socketPath}` });
+    daemon = await new FakeDaemon(socketPath).listen();
+    assert.deepEqual(await probeSocket(socketPath), { ok: true });
+  });
+});
