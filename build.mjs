@@ -4,7 +4,7 @@
 //   node build.mjs            all steps (each one skips itself when its output is up to date)
 //   node build.mjs bpf        one step: libbpf | bpf | addon | bundle
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, rmSync, copyFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, rmSync, copyFileSync, chmodSync, renameSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -28,6 +28,12 @@ function newest(paths) {
     else t = Math.max(t, s.mtimeMs);
   }
   return t;
+}
+// Replace a file by rename, never in place: a running process may have the old one mapped.
+function installFile(src, dst) {
+  const tmp = `${dst}.tmp-${process.pid}`;
+  copyFileSync(src, tmp);
+  renameSync(tmp, dst);
 }
 function upToDate(target, sources) {
   return existsSync(target) && statSync(target).mtimeMs >= newest(sources);
@@ -136,7 +142,7 @@ function buildAddon() {
   });
   const built = join(addonDir, 'build', 'Release', 'int_host_reporter.node');
   mkdirSync(dirname(addonNode), { recursive: true });
-  copyFileSync(built, addonNode);
+  installFile(built, addonNode);
   rmSync(join(addonDir, 'build'), { recursive: true, force: true });
 }
 
@@ -161,8 +167,8 @@ async function buildBundles() {
   // The bundles load the addon and the BPF object from beside themselves.
   for (const d of [dist, join(dist, 'cni')]) {
     if (!existsSync(d)) continue;
-    if (existsSync(addonNode)) copyFileSync(addonNode, join(d, 'int_host_reporter.node'));
-    for (const f of existsSync(bpfOut) ? readdirSync(bpfOut) : []) copyFileSync(join(bpfOut, f), join(d, f));
+    if (existsSync(addonNode)) installFile(addonNode, join(d, 'int_host_reporter.node'));
+    for (const f of existsSync(bpfOut) ? readdirSync(bpfOut) : []) installFile(join(bpfOut, f), join(d, f));
   }
 }
 

@@ -243,6 +243,12 @@ export class BpfObject {
     }
   }
 
+  /** Attaches a tracing program (kfree_skb) and pins its link at pinPath; returns the link id. */
+  attachTracing(name: string, pinPath: string): number {
+    mkdirSync(dirname(pinPath), { recursive: true });
+    return call(() => this.obj.attachTracing(name, pinPath));
+  }
+
   close(): void {
     this.obj.close();
   }

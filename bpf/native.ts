@@ -16,6 +16,7 @@ export interface NativeBpfObject {
   programs(): NativeProgram[];
   maps(): NativeMap[];
   pinProgram(name: string, path: string): void;
+  attachTracing(name: string, pinPath: string): number;
   close(): void;
 }
 export interface NativePerfReader {

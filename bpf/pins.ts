@@ -15,6 +15,9 @@ export const PROGRAMS = {
   egressNic: 'int_egress_nic',
 } as const;
 
+/** The drop tracepoint program (tp_btf/kfree_skb). */
+export const DROP_PROGRAM = 'int_kfree_skb';
+
 export type Direction = 'ingress' | 'egress';
 
 export class PinLayout {
@@ -28,6 +31,8 @@ export class PinLayout {
   attachment(network: string, containerId: string, ifname: string): string {
     return join(this.links, 'cni', network, containerId, ifname);
   }
+  /** The pinned link of the drop tracepoint program. */
+  get dropLink(): string { return join(this.links, 'node', 'kfree_skb'); }
   /** Directory holding the link pins of a node interface (data interface). */
   nodeInterface(ifname: string): string {
     return join(this.links, 'node', ifname);

@@ -1,20 +1,48 @@
 // The real datapath: host-veth discovery in the pod netns and TCX/tc attach through bpf/.
 // main.ts loads this module lazily, only when a verb needs the datapath.
+import { existsSync } from 'node:fs';
+import { getLink } from '../bpf/index';
+import { PinLayout } from '../bpf/pins';
+import { attachPod, closePrograms, detachPod, isPodAttached, listPodAttachments, pinnedPrograms } from '../bpf/attachments';
 import type { AttachmentKey, Attached, DatapathOptions, HostVeth, PluginDatapath } from './datapath';
 
-// TODO(bpf owner): implement on top of '../bpf' (peer ifindex via IFLA_LINK inside the netns,
-// TCX links placed before other programs, clsact + cls_bpf fallback, pins under
-// PinLayout.attachment(network, containerId, ifname)). Until then every method throws, which
-// ADD turns into a fail-open spool record and DEL into a spooled cleanup.
 export function createBpfDatapath(options: DatapathOptions): PluginDatapath {
-  const notYet = (what: string): never => {
-    throw new Error(`int-host-reporter datapath is not implemented yet (${what}, bpffs ${options.bpffsRoot})`);
-  };
+  const layout = new PinLayout(options.bpffsRoot);
   return {
-    findHostVeth: (_netns: string, _ifname: string): HostVeth => notYet('findHostVeth'),
-    attach: (_hostIfindex: number, _key: AttachmentKey): Attached => notYet('attach'),
-    detach: (_key: AttachmentKey): void => notYet('detach'),
-    isAttached: (_hostIfindex: number, _key: AttachmentKey): boolean => notYet('isAttached'),
-    listAttachments: (_network: string): AttachmentKey[] => notYet('listAttachments'),
+    findHostVeth(netns: string, ifname: string): HostVeth {
+      // The container side names its peer by ifindex (IFLA_LINK); that index is only meaningful
+      // in the host netns, where we look it up and require a veth.
+      const inside = getLink({ ifname }, netns);
+      if (inside.kind !== 'veth' || inside.peerIfindex === undefined) {
+        throw new Error(`${ifname} in ${netns} is a ${inside.kind || 'device without a kind'}, not a veth`);
+      }
+      const host = getLink({ ifindex: inside.peerIfindex });
+      if (host.kind !== 'veth' || host.peerIfindex !== inside.ifindex) {
+        throw new Error(`host ifindex ${inside.peerIfindex} (${host.ifname}) is not the peer of ${ifname} in ${netns}`);
+      }
+      return { ifindex: host.ifindex, ifname: host.ifname, kind: host.kind };
+    },
+
+    attach(hostIfindex: number, key: AttachmentKey): Attached {
+      const progs = pinnedPrograms(layout);
+      try {
+        const a = attachPod(layout, key, hostIfindex, progs);
+        return { mode: a.mode, programIds: a.programIds };
+      } finally {
+        closePrograms(progs);
+      }
+    },
+
+    detach(key: AttachmentKey): void {
+      detachPod(layout, key);
+    },
+
+    isAttached(hostIfindex: number, key: AttachmentKey): boolean {
+      return existsSync(layout.attachment(key.network, key.containerId, key.ifname)) && isPodAttached(hostIfindex);
+    },
+
+    listAttachments(network: string): AttachmentKey[] {
+      return listPodAttachments(layout, network);
+    },
   };
 }

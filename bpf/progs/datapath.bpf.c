@@ -177,3 +177,6 @@ int int_egress_nic(struct __sk_buff *skb)
 {
 	return on_egress(skb, true);
 }
+
+/* The kfree_skb tracepoint program (drops) uses the maps and helpers above. */
+#include "drops.h"

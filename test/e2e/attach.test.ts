@@ -197,7 +197,7 @@ test('an object the verifier rejects fails with the tail of the verifier log', (
   assert.throws(
     () => bpf.BpfObject.load(testObject('unverifiable.bpf.o')),
     (e: unknown) => {
-      assert.ok(e instanceof bpf.BpfError);
+      assert.ok(e instanceof bpf.BpfError, 'a BpfError');
       assert.equal(e.op, `bpf_object__load ${testObject('unverifiable.bpf.o')}`);
       assert.match(e.log ?? '', /invalid access to packet/);
       assert.match(e.log ?? '', /prog 'unverifiable': failed to load/);

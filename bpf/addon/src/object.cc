@@ -21,6 +21,7 @@ public:
       InstanceMethod("programs", &BpfObject::Programs),
       InstanceMethod("maps", &BpfObject::Maps),
       InstanceMethod("pinProgram", &BpfObject::PinProgram),
+      InstanceMethod("attachTracing", &BpfObject::AttachTracing),
       InstanceMethod("close", &BpfObject::Close),
     });
   }
@@ -160,6 +161,31 @@ private:
     int err = bpf_program__pin(p, path.c_str());
     if (err) ThrowErrno(env, "pin program " + name + " at " + path, err, cap.Tail());
     return env.Undefined();
+  }
+
+  // attachTracing(name, pinPath) -> link id: attaches a tracing program (e.g. tp_btf) and pins
+  // its link so that it outlives this process.
+  Napi::Value AttachTracing(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].As<Napi::String>();
+    std::string path = info[1].As<Napi::String>();
+    struct bpf_program *p = bpf_object__find_program_by_name(Obj(env), name.c_str());
+    if (!p) ThrowErrno(env, "no program named " + name + " in " + path_, ENOENT);
+    LogCapture cap;
+    struct bpf_link *link = bpf_program__attach(p);
+    int err = libbpf_get_error(link);
+    if (err) ThrowErrno(env, "attach " + name, err, cap.Tail());
+    err = bpf_link__pin(link, path.c_str());
+    if (err) {
+      bpf_link__destroy(link);
+      ThrowErrno(env, "pin link of " + name + " at " + path, err, cap.Tail());
+    }
+    struct bpf_link_info li = {};
+    __u32 len = sizeof(li);
+    bpf_obj_get_info_by_fd(bpf_link__fd(link), &li, &len);
+    bpf_link__disconnect(link);  // the pin keeps it attached
+    bpf_link__destroy(link);
+    return Napi::Number::New(env, li.id);
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
