@@ -405,6 +405,26 @@ export function detach(a: Attachment): void {
   }
 }
 
+/** What a pinned TCX link points at. */
+export function pinnedLinkInfo(path: string): { id: number; progId: number; ifindex?: number; attachType?: number } {
+  const fd = call(() => native().objGet(path));
+  try {
+    return call(() => native().linkInfo(fd));
+  } finally {
+    native().closeFd(fd);
+  }
+}
+
+/** Swaps the program of the TCX link pinned at `path`, atomically: the hook is never empty. */
+export function updatePinnedLink(path: string, prog: Program): void {
+  const fd = call(() => native().objGet(path));
+  try {
+    call(() => native().linkUpdate(fd, prog.fd));
+  } finally {
+    native().closeFd(fd);
+  }
+}
+
 /** Detaches the TCX link pinned at `path` (if any) and removes the pin. */
 export function detachPinnedLink(path: string): boolean {
   if (!existsSync(path)) return false;

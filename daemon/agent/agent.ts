@@ -1,0 +1,181 @@
+// The node agent: wires the datapath, the report pipeline, the attachments, the local API and
+// the Kubernetes pod watch together, and takes them apart again on SIGTERM (leaving the
+// attachments in place, so pods stay observed across a restart or an upgrade).
+import { dirname, join } from 'node:path';
+import type { Server } from 'node:http';
+import pino, { type Logger } from 'pino';
+import * as bpf from '../../bpf/index';
+import { PROGRAMS, PinLayout } from '../../bpf/pins';
+import type { ProgramSet } from '../../bpf/attachments';
+import type { Config } from '../config';
+import { ReportSender } from '../report/sender';
+import { buildDropCodeTable } from '../report/drop-reasons';
+import { readKernelDropReasons } from '../report/kernel-drop-reasons';
+import { Watchlist, WatchlistFile, WatchlistStore, WatchlistError } from '../watchlist';
+import { PodWatch } from '../k8s/pod-watch';
+import { listenTcp, listenUnix } from '../api/server';
+import { apiRoutes } from '../api/routes';
+import { NodeDatapath } from './datapath';
+import { Pipeline } from './pipeline';
+import { AttachmentRegistry } from './attachments';
+import { defaultRouteInterface, interfaceIpv4, ipv4ToU32 } from './node-interfaces';
+
+export interface AgentOptions {
+  /** BPF object to load (default: beside the bundle / in build/) */
+  objectPath?: string;
+  /** where per-attachment state is kept (default: beside the socket) */
+  stateDir?: string;
+  /** the plugin's spool (default: beside the socket) */
+  spoolDir?: string;
+  reconcileIntervalMs?: number;
+  logger?: Logger;
+}
+
+function collectorText(e: { host?: string; port: number }): string {
+  if (!e.host) return `127.0.0.1:${e.port}`;
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+}
+
+export class Agent {
+  readonly log: Logger;
+  readonly layout: PinLayout;
+  readonly datapath: NodeDatapath;
+  readonly sender: ReportSender;
+  readonly pipeline: Pipeline;
+  readonly registry: AttachmentRegistry;
+  readonly watchlist: WatchlistStore;
+  readonly dataInterfaces: { ifname: string; ifindex: number; mode: bpf.AttachMode }[] = [];
+  readonly switchId: number;
+  readonly startedAt = new Date();
+  dropsEnabled = false;
+  podWatch: PodWatch | null = null;
+  private servers: Server[] = [];
+  private timer?: NodeJS.Timeout;
+  private reader?: bpf.EventReader;
+
+  private constructor(readonly config: Config, opts: AgentOptions) {
+    this.log = opts.logger ?? pino({ level: config.logLevel, base: { component: 'int-host-reporter' } });
+    this.layout = new PinLayout(config.bpffsPath);
+    const runDir = dirname(config.socketPath);
+
+    this.datapath = new NodeDatapath({
+      layout: this.layout,
+      reportIntervalNs: BigInt(config.reportIntervalMs) * 1_000_000n,
+      latencyQuantumNs: BigInt(config.latencyQuantumNs),
+      sampleBytes: config.sampleBytes,
+      objectPath: opts.objectPath,
+    }, this.log);
+
+    const ifnames = config.dataInterface
+      ? config.dataInterface.split(',').map((s) => s.trim()).filter(Boolean)
+      : [defaultRouteInterface()].filter((x): x is string => !!x);
+    for (const ifname of ifnames) {
+      const a = this.datapath.attachInterface(ifname);
+      this.dataInterfaces.push({ ifname, ...a });
+    }
+    if (ifnames.length === 0) this.log.warn({}, 'no data interface (no --data-interface and no default route)');
+
+    const nodeIp = ifnames.map(interfaceIpv4).find(Boolean);
+    this.switchId = config.switchId ?? (nodeIp ? ipv4ToU32(nodeIp) : 0);
+    if (config.switchId === undefined && !nodeIp) this.log.warn({}, 'switch id 0: no --switch-id and no IPv4 address on the data interface');
+
+    this.dropsEnabled = this.datapath.attachDrops();
+
+    if (config.watchlistConf) {
+      const file = new WatchlistFile(config.watchlistConf, {
+        onChange: (w) => this.log.info({ rules: w.size, file: config.watchlistConf }, 'watchlist loaded'),
+        onError: (e) => this.log.warn({ file: config.watchlistConf, err: e.message }, 'watchlist refused; the previous one stays'),
+      });
+      file.load(); // a bad file at start is fatal: there is nothing to fall back to
+      file.watch();
+      this.watchlist = file;
+    } else {
+      this.watchlist = new WatchlistStore();
+      this.log.warn({}, 'no watchlist (-f): no flow matches, so no reports are sent');
+    }
+
+    this.sender = new ReportSender({ collectors: config.collectors.map(collectorText) });
+    const dropCodes = buildDropCodeTable(readKernelDropReasons() ?? []);
+    this.pipeline = new Pipeline(() => this.watchlist.current, this.sender, { switchId: this.switchId, hwId: this.sender.hwId }, dropCodes);
+
+    this.registry = new AttachmentRegistry(
+      this.layout, () => this.programs(), opts.stateDir ?? join(runDir, 'state'), opts.spoolDir ?? join(runDir, 'spool'), this.log,
+    );
+  }
+
+  /** Programs of this version (owned by the loaded object). */
+  programs(): ProgramSet {
+    const p = (n: string) => this.datapath.obj.program(n);
+    return { ingress: p(PROGRAMS.ingress), egress: p(PROGRAMS.egress), ingressNic: p(PROGRAMS.ingressNic), egressNic: p(PROGRAMS.egressNic) };
+  }
+
+  static async start(config: Config, opts: AgentOptions = {}): Promise<Agent> {
+    const agent = new Agent(config, opts);
+    try {
+      await agent.run(opts);
+    } catch (e) {
+      await agent.stop();
+      throw e;
+    }
+    return agent;
+  }
+
+  private async run(opts: AgentOptions): Promise<void> {
+    this.reader = this.datapath.startReader((view, _records, lost) => this.pipeline.process(view, lost));
+    this.registry.reconcile();
+    this.timer = setInterval(() => this.registry.reconcile(), opts.reconcileIntervalMs ?? 30_000);
+    this.timer.unref();
+
+    const routes = apiRoutes(this);
+    this.servers.push(await listenUnix(this.config.socketPath, routes));
+    if (this.config.metricsListen) {
+      this.servers.push(await listenTcp(this.config.metricsListen.host, this.config.metricsListen.port, routes));
+    }
+
+    const setup = PodWatch.fromEnvironment({ nodeName: this.config.nodeName, logger: this.log });
+    if (setup.enabled) {
+      this.podWatch = setup.watch;
+      this.podWatch.on((ev) => {
+        const p = ev.pod;
+        if (ev.type === 'deleted') this.registry.setPodMetadata(p.namespace, p.name, { labels: {}, owner: null });
+        else this.registry.setPodMetadata(p.namespace, p.name, { uid: p.uid, labels: { ...p.labels }, owner: p.owner });
+      });
+      this.podWatch.start();
+    }
+
+    this.log.info({
+      switchId: this.switchId,
+      dataInterfaces: this.dataInterfaces,
+      collectors: this.config.collectors.map(collectorText),
+      socket: this.config.socketPath,
+      drops: this.dropsEnabled,
+      libbpf: bpf.libbpfVersion(),
+    }, 'int-host-reporter running');
+  }
+
+  readerStats(): { records: number; lost: number } | undefined {
+    return this.reader?.stats();
+  }
+
+  /** Replaces the watchlist through the API; a bad one throws WatchlistError and changes nothing. */
+  replaceWatchlist(body: string): Watchlist {
+    return this.watchlist.replace(body);
+  }
+
+  isWatchlistError(e: unknown): e is WatchlistError {
+    return e instanceof WatchlistError;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    for (const s of this.servers) await new Promise<void>((r) => s.close(() => r()));
+    this.servers = [];
+    await this.podWatch?.stop();
+    if (this.watchlist instanceof WatchlistFile) this.watchlist.close();
+    this.reader?.close();
+    await this.sender?.drain?.(500);
+    this.sender?.close();
+    this.datapath.close();
+    this.log.info({}, 'stopped; attachments stay in place');
+  }
+}

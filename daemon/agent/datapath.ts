@@ -1,0 +1,140 @@
+// The daemon's side of the datapath: load this version's programs and pin them in place of an
+// older version, move every existing attachment to them without detaching it, attach the
+// data interfaces, attach the drop tracepoint, and read events.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import * as bpf from '../../bpf/index';
+import { loadAndPin } from '../../bpf/attachments';
+import { DROP_PROGRAM, PROGRAMS, PinLayout, type Direction } from '../../bpf/pins';
+
+export interface DatapathOptions {
+  layout: PinLayout;
+  reportIntervalNs: bigint;
+  latencyQuantumNs: bigint;
+  sampleBytes: number;
+  objectPath?: string;
+}
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+interface PinnedHook {
+  /** a TCX link pin, or a tc attachment's marker directory (tc-ifindex-N) */
+  path: string;
+  nic: boolean;
+  direction?: Direction;
+  tcIfindex?: number;
+}
+
+/** Every attachment of ours found in bpffs: pod attachments and node interfaces. */
+function pinnedHooks(layout: PinLayout): PinnedHook[] {
+  const out: PinnedHook[] = [];
+  const walk = (dir: string, nic: boolean) => {
+    if (!existsSync(dir)) return;
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      if (name.startsWith('tc-ifindex-')) out.push({ path: p, nic, tcIfindex: Number(name.slice('tc-ifindex-'.length)) });
+      else if (statSync(p).isDirectory()) walk(p, nic);
+      else if (name === 'ingress' || name === 'egress') out.push({ path: p, direction: name, nic });
+    }
+  };
+  walk(join(layout.links, 'cni'), false);
+  walk(join(layout.links, 'node'), true);
+  return out;
+}
+
+export class NodeDatapath {
+  readonly obj: bpf.BpfObject;
+  readonly counters = { linksUpdated: 0, linksStale: 0 };
+  private reader?: bpf.EventReader;
+
+  constructor(private readonly opts: DatapathOptions, private readonly log: Logger) {
+    const constants = {
+      report_interval_ns: opts.reportIntervalNs,
+      latency_quantum_ns: opts.latencyQuantumNs,
+      sample_bytes: opts.sampleBytes,
+    };
+    this.obj = loadAndPin(opts.layout, opts.objectPath, { constants });
+    this.relinkExisting();
+  }
+
+  private program(direction: Direction, nic: boolean): bpf.Program {
+    const name = nic
+      ? direction === 'ingress' ? PROGRAMS.ingressNic : PROGRAMS.egressNic
+      : direction === 'ingress' ? PROGRAMS.ingress : PROGRAMS.egress;
+    return this.obj.program(name);
+  }
+
+  /**
+   * Links pinned by an earlier daemon or by the plugin keep their hooks: each one gets this
+   * version's program swapped in atomically. A pin whose interface is gone is removed.
+   */
+  private relinkExisting(): void {
+    for (const h of pinnedHooks(this.opts.layout)) {
+      try {
+        if (h.direction) {
+          bpf.updatePinnedLink(h.path, this.program(h.direction, h.nic));
+        } else {
+          // classic tc: replacing the filter at our priority/handle swaps the program
+          for (const d of ['ingress', 'egress'] as const) bpf.attach(this.program(d, h.nic), h.tcIfindex!, d, { mode: 'tc' });
+        }
+        this.counters.linksUpdated++;
+      } catch (e) {
+        this.counters.linksStale++;
+        this.log.warn({ link: h.path, err: (e as Error).message }, 'removing a pinned attachment that no longer works');
+        if (h.direction) bpf.detachPinnedLink(h.path);
+      }
+    }
+    if (this.counters.linksUpdated > 0) this.log.info({ links: this.counters.linksUpdated }, 'existing attachments moved to this version');
+  }
+
+  /** Attaches the tunnel-aware programs to a node interface, pinned so they survive restarts. */
+  attachInterface(ifname: string): { ifindex: number; mode: bpf.AttachMode } {
+    const link = bpf.getLink({ ifname });
+    const dir = this.opts.layout.nodeInterface(ifname);
+    let mode: bpf.AttachMode = 'tcx';
+    for (const direction of ['ingress', 'egress'] as const) {
+      const a = bpf.attach(this.program(direction, true), link.ifindex, direction, {
+        linkPin: join(dir, direction), clsactMarker: join(this.opts.layout.root, 'tc', `clsact-${link.ifindex}`),
+      });
+      mode = a.mode;
+    }
+    return { ifindex: link.ifindex, mode };
+  }
+
+  /** Removes our programs from a node interface. */
+  detachInterface(ifname: string): void {
+    const dir = this.opts.layout.nodeInterface(ifname);
+    for (const direction of ['ingress', 'egress']) bpf.detachPinnedLink(join(dir, direction));
+  }
+
+  /** Attaches the kfree_skb tracepoint program (replacing an older one); false if the kernel refuses. */
+  attachDrops(): boolean {
+    const pin = this.opts.layout.dropLink;
+    bpf.detachPinnedLink(pin);
+    try {
+      this.obj.attachTracing(DROP_PROGRAM, pin);
+      return true;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'drop tracepoint unavailable: no drop reports');
+      return false;
+    }
+  }
+
+  startReader(onBatch: (view: bpf.EventView, records: number, lost: number) => void): bpf.EventReader {
+    this.reader = new bpf.EventReader(this.obj.map('int_events'), onBatch);
+    return this.reader;
+  }
+
+  kernelCounters(): Record<bpf.CounterName, bigint> {
+    return bpf.readCounters(this.obj.map('int_counters'));
+  }
+
+  /** Stops reading; attachments and pins stay (pods stay observed across a restart). */
+  close(): void {
+    this.reader?.close();
+    this.obj.close();
+  }
+}

@@ -1,0 +1,157 @@
+// The local API: HTTP with JSON over a unix socket (root only, mode 0600), and optionally the
+// read-only part (metrics, topology) on TCP for Prometheus and topology-pulling collectors.
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import Ajv from 'ajv';
+import type { AttachmentNotice } from './protocol';
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT';
+  /** a literal path, or a pattern with {name} segments */
+  path: string;
+  /** true: also served on the TCP listener */
+  public?: boolean;
+  handle(req: ApiRequest): Promise<ApiResponse> | ApiResponse;
+}
+
+export interface ApiRequest {
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: string;
+}
+
+export type ApiResponse =
+  | { status: number; json: unknown }
+  | { status: number; text: string; contentType?: string };
+
+const MAX_BODY = 1 << 20;
+
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+function match(pattern: string, path: string): Record<string, string> | undefined {
+  const p = pattern.split('/');
+  const a = path.split('/');
+  if (p.length !== a.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < p.length; i++) {
+    if (p[i].startsWith('{') && p[i].endsWith('}')) params[p[i].slice(1, -1)] = decodeURIComponent(a[i]);
+    else if (p[i] !== a[i]) return undefined;
+  }
+  return params;
+}
+
+function send(res: ServerResponse, r: ApiResponse): void {
+  if ('json' in r) {
+    const body = JSON.stringify(r.json, null, 2) + '\n';
+    res.writeHead(r.status, { 'content-type': 'application/json' });
+    res.end(body);
+  } else {
+    res.writeHead(r.status, { 'content-type': r.contentType ?? 'text/plain; charset=utf-8' });
+    res.end(r.text);
+  }
+}
+
+function handler(routes: Route[], publicOnly: boolean) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://local');
+    const candidates = routes.filter((r) => (!publicOnly || r.public) && match(r.path, url.pathname));
+    if (candidates.length === 0) {
+      send(res, { status: 404, json: { error: `no such endpoint: ${url.pathname}` } });
+      return;
+    }
+    const route = candidates.find((r) => r.method === req.method);
+    if (!route) {
+      send(res, { status: 405, json: { error: `${req.method} is not allowed on ${url.pathname}` } });
+      return;
+    }
+    let body = '';
+    let tooBig = false;
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+      if (body.length > MAX_BODY) {
+        tooBig = true;
+        req.destroy();
+      }
+    });
+    req.on('end', async () => {
+      if (tooBig) return;
+      try {
+        send(res, await route.handle({ params: match(route.path, url.pathname)!, query: url.searchParams, body }));
+      } catch (e) {
+        const status = e instanceof ApiError ? e.status : 500;
+        send(res, { status, json: { error: (e as Error).message } });
+      }
+    });
+  };
+}
+
+/** Serves routes on a unix socket that only root can use. */
+export async function listenUnix(path: string, routes: Route[]): Promise<Server> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (existsSync(path)) unlinkSync(path); // a stale socket of an earlier run
+  const server = createServer(handler(routes, false));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  chmodSync(path, 0o600);
+  return server;
+}
+
+/** Serves the public routes (metrics, topology) on TCP. */
+export async function listenTcp(host: string | undefined, port: number, routes: Route[]): Promise<Server> {
+  const server = createServer(handler(routes, true));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+// --- request validation --------------------------------------------------------------------
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+const validateNotice = ajv.compile<AttachmentNotice>({
+  type: 'object',
+  required: ['network', 'containerId', 'ifname'],
+  additionalProperties: false,
+  properties: {
+    network: { type: 'string', minLength: 1 },
+    containerId: { type: 'string', minLength: 1 },
+    ifname: { type: 'string', minLength: 1, maxLength: 15 },
+    netns: { type: 'string' },
+    hostIfname: { type: 'string' },
+    hostIfindex: { type: 'integer', minimum: 1 },
+    podNamespace: { type: 'string' },
+    podName: { type: 'string' },
+    podUid: { type: 'string' },
+    ips: { type: 'array', items: { type: 'string' } },
+    mode: { enum: ['tcx', 'tc'] },
+    programIds: { type: 'array', items: { type: 'integer' } },
+    attachedAt: { type: 'string' },
+    error: { type: 'string' },
+  },
+});
+
+/** Parses and validates a JSON body; a bad one is a 400 naming the field. */
+export function parseNotice(body: string): AttachmentNotice {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch (e) {
+    throw new ApiError(400, `body is not JSON: ${(e as Error).message}`);
+  }
+  if (!validateNotice(value)) {
+    const err = validateNotice.errors![0];
+    const field = err.instancePath ? err.instancePath.slice(1) : (err.params as { missingProperty?: string; additionalProperty?: string }).missingProperty
+      ?? (err.params as { additionalProperty?: string }).additionalProperty ?? '(body)';
+    throw new ApiError(400, `invalid attachment notice: ${field}: ${err.message}`);
+  }
+  return value;
+}

@@ -1,0 +1,65 @@
+// int-host-reporter: the node daemon, the built-in collector and the operator CLI in one file.
+//   int-host-reporter [daemon] [flags]       run the node agent (the reference's flags work)
+//   int-host-reporter collect --listen A:P   print the INT reports that arrive
+//   int-host-reporter status|pods|pod|topology|watchlist ...   ask the running daemon
+//   int-host-reporter uninstall              remove everything of ours from this node
+import { Agent } from './agent/agent';
+import { ConfigError, HelpRequested, parseConfig } from './config';
+import { runCollectCommand } from './collector/collector';
+import { runCli } from './cli/commands';
+import { uninstall } from './agent/uninstall';
+
+const CLI_COMMANDS = new Set(['status', 'pods', 'pod', 'topology', 'watchlist']);
+
+async function runDaemon(argv: string[]): Promise<number> {
+  let config;
+  try {
+    config = parseConfig(argv);
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      process.stdout.write(e.message + '\n');
+      return 0;
+    }
+    if (e instanceof ConfigError) {
+      process.stderr.write(`int-host-reporter: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  let agent: Agent;
+  try {
+    agent = await Agent.start(config, { reconcileIntervalMs: Number(process.env.INT_HOST_REPORTER_RECONCILE_MS) || undefined });
+  } catch (e) {
+    process.stderr.write(`int-host-reporter: cannot start: ${(e as Error).message}\n`);
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await agent.stop();
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = argv[0];
+  if (cmd === 'collect') return runCollectCommand(argv.slice(1));
+  if (cmd === 'uninstall') return uninstall(argv.slice(1));
+  if (cmd === 'version' || cmd === '--version') {
+    process.stdout.write('int-host-reporter 0.1.0\n');
+    return 0;
+  }
+  if (cmd !== undefined && CLI_COMMANDS.has(cmd)) return runCli(argv);
+  if (cmd === 'daemon') return runDaemon(argv.slice(1));
+  if (cmd === undefined || cmd.startsWith('-')) return runDaemon(argv);
+  return runCli(argv); // prints the unknown command and the usage
+}
+
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (e) => {
+    process.stderr.write(`int-host-reporter: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  },
+);
