@@ -127,7 +127,7 @@ export const FIELDS: readonly Field[] = [
     flag: 'report-interval-ms',
     env: ['INT_HOST_REPORTER_REPORT_INTERVAL_MS'],
     valueName: 'MS',
-    help: 'At most one flow report per flow and port pair in this time (10-3600000).',
+    help: 'At most one flow report per flow and port pair in this time (0-3600000; 0 reports every packet).',
     ...integer,
     default: () => 1000,
   },

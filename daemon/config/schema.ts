@@ -32,7 +32,7 @@ export const configSchema = {
     // sun_path holds 108 bytes with the terminating NUL.
     socketPath: { type: 'string', pattern: '^/', maxLength: 107 },
     bpffsPath: { type: 'string', pattern: '^/' },
-    reportIntervalMs: { type: 'integer', minimum: 10, maximum: 3600000 },
+    reportIntervalMs: { type: 'integer', minimum: 0, maximum: 3600000 },
     latencyQuantumNs: { type: 'integer', minimum: 1, maximum: 2147483648 },
     // enough for Ethernet + IPv6 + a TCP header with options; at most what one perf record carries well
     sampleBytes: { type: 'integer', minimum: 64, maximum: 256 },

@@ -235,7 +235,7 @@ function rewriteIpv4(pkt: Buffer, ip: number, end: number, tuple: Buffer, t: num
   const totalLength = u16(pkt, ip + 2);
   // A total length of 0 (BIG TCP) or below the header leaves the packet's end unknown.
   const ipEnd = totalLength >= ihl ? ip + totalLength : Infinity;
-  rewriteL4(pkt, pkt[ip + 9], ip + ihl, Math.min(end, ipEnd), ipEnd <= end, addrDelta, false, tuple, t);
+  rewriteL4(pkt, pkt[ip + 9], ip, ip + ihl, Math.min(end, ipEnd), ipEnd <= end, addrDelta, false, tuple, t);
   return true;
 }
 
@@ -269,13 +269,34 @@ function rewriteIpv6(pkt: Buffer, ip: number, end: number, tuple: Buffer, t: num
       break;
     }
   }
-  rewriteL4(pkt, next, l4, Math.min(end, ipEnd), ipEnd <= end, addrDelta, true, tuple, t);
+  rewriteL4(pkt, next, ip, l4, Math.min(end, ipEnd), ipEnd <= end, addrDelta, true, tuple, t);
   return true;
+}
+
+/**
+ * The L4 checksum of a fully captured segment, computed from scratch. A packet sampled at TC
+ * egress may still carry only the pseudo-header sum (checksum offload: the device completes it
+ * later), so an incremental update alone would keep such a checksum invalid.
+ */
+function fullL4Checksum(pkt: Buffer, proto: number, ip: number, l4: number, end: number, ipv6: boolean, csumAt: number): number {
+  let sum = 0;
+  if (proto !== PROTO_ICMP) {
+    const [a, n] = ipv6 ? [ip + 8, 32] : [ip + 12, 8];
+    for (let i = 0; i < n; i += 2) sum += u16(pkt, a + i);
+    sum += proto + (end - l4);
+  }
+  for (let i = l4; i < end; i += 2) {
+    if (i === csumAt) continue;
+    sum += i + 1 < end ? u16(pkt, i) : pkt[i] << 8;
+  }
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return ~sum & 0xffff;
 }
 
 function rewriteL4(
   pkt: Buffer,
   proto: number,
+  ip: number,
   l4: number,
   end: number,
   wholePacket: boolean,
@@ -287,7 +308,8 @@ function rewriteL4(
   switch (proto) {
     case PROTO_TCP: {
       const delta = addrDelta + replaceWords(pkt, l4, tuple, t + TupleLayout.sport, 2, end);
-      if (l4 + 18 <= end) put16(pkt, l4 + 16, adjustChecksum(u16(pkt, l4 + 16), delta));
+      if (l4 + 18 > end) return;
+      put16(pkt, l4 + 16, wholePacket ? fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 16) : adjustChecksum(u16(pkt, l4 + 16), delta));
       return;
     }
     case PROTO_UDP: {
@@ -295,7 +317,7 @@ function rewriteL4(
       if (l4 + 8 > end) return;
       const old = u16(pkt, l4 + 6);
       if (old === 0 && !ipv6) return; // no checksum over IPv4: keep it that way
-      const csum = adjustChecksum(old, delta);
+      const csum = wholePacket ? fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 6) : adjustChecksum(old, delta);
       put16(pkt, l4 + 6, csum === 0 ? 0xffff : csum);
       return;
     }
@@ -315,7 +337,8 @@ function rewriteL4(
       const echo = proto === PROTO_ICMP ? type === 0 || type === 8 : type === 128 || type === 129;
       let delta = ipv6 ? addrDelta : 0; // only ICMPv6 sums a pseudo-header
       if (echo) delta += replaceWords(pkt, l4 + 4, tuple, t + TupleLayout.sport, 1, end);
-      if (delta !== 0) put16(pkt, l4 + 2, adjustChecksum(u16(pkt, l4 + 2), delta));
+      if (wholePacket) put16(pkt, l4 + 2, fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 2));
+      else if (delta !== 0) put16(pkt, l4 + 2, adjustChecksum(u16(pkt, l4 + 2), delta));
       return;
     }
     default:

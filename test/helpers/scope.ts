@@ -165,9 +165,9 @@ export class Scope {
    * Start a long-running command inside `netns` (null = root). Its pid is registered and
    * it is killed (that pid only) when the scope closes.
    */
-  spawn(netns: string | null, argv: readonly string[]): TrackedProcess {
+  spawn(netns: string | null, argv: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): TrackedProcess {
     const full = inNetns(netns, argv);
-    const child = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start ${full.join(' ')}`);
     const lines: string[] = [];

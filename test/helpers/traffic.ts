@@ -98,6 +98,9 @@ export interface FlowSpec {
   /** source/destination address overrides (default: the endpoints' address of `family`) */
   srcAddr?: string;
   dstAddr?: string;
+  /** where the server listens when that differs from where the client sends (NAT) */
+  serverAddr?: string;
+  serverPort?: number;
   /** UDP datagrams / TCP writes (default 1; ignored when durationMs is set) */
   count?: number;
   /** bytes per datagram / write (default 64) */
@@ -135,7 +138,7 @@ async function flow(scope: Scope, proto: 'udp' | 'tcp', spec: FlowSpec): Promise
   const count = spec.count ?? 1;
   const timeoutMs = spec.timeoutMs ?? 30_000;
   const expect = proto === 'tcp' ? 1 : spec.durationMs ? 0 : count;
-  const server = agent(scope, spec.to.netns, ['server', '--proto', proto, '--addr', dst, '--port', String(dport),
+  const server = agent(scope, spec.to.netns, ['server', '--proto', proto, '--addr', spec.serverAddr ?? dst, '--port', String(spec.serverPort ?? dport),
     '--count', String(expect), '--timeout', String(timeoutMs)]);
   await server.waitForLine(ready, 10_000, `${proto} server ready`);
   const cargs = ['client', '--proto', proto, '--addr', dst, '--port', String(dport), '--bind', src,
