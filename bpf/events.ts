@@ -14,7 +14,7 @@ export const F_NAT = 0x04;
 
 /** Byte offsets of struct int_event and struct int_tuple; checked against BTF by a test. */
 export const EventLayout = {
-  size: 120,
+  size: 128,
   type: 0,
   flags: 1,
   sampleLen: 2,
@@ -27,6 +27,7 @@ export const EventLayout = {
   egTs: 32,
   preNat: 40,
   postNat: 80,
+  dropLocation: 120,
 } as const;
 
 export const TupleLayout = {
@@ -82,6 +83,7 @@ export interface DatapathEvent {
   innerOffset: number;
   preNat: Tuple;
   postNat: Tuple;
+  dropLocation: bigint;
   sample: Buffer;
 }
 
@@ -146,6 +148,8 @@ export class EventView {
   get ingressTs(): bigint { return this.buf.readBigUInt64LE(this.off + EventLayout.igTs); }
   get egressTs(): bigint { return this.buf.readBigUInt64LE(this.off + EventLayout.egTs); }
   get innerOffset(): number { return this.buf.readUInt16LE(this.off + EventLayout.innerOffset); }
+  /** Drops: the kernel address that freed the packet. */
+  get dropLocation(): bigint { return this.buf.readBigUInt64LE(this.off + EventLayout.dropLocation); }
   /** Offset in buf of the pre-NAT struct int_tuple. */
   get preNatOff(): number { return this.off + EventLayout.preNat; }
   /** Offset in buf of the post-NAT struct int_tuple. */
@@ -184,6 +188,7 @@ export class EventView {
       innerOffset: this.innerOffset,
       preNat: this.tuple(this.preNatOff),
       postNat: this.tuple(this.postNatOff),
+      dropLocation: this.dropLocation,
       sample: Buffer.from(this.sample()),
     };
   }

@@ -128,7 +128,10 @@ int int_kfree_skb(unsigned long long *ctx)
 	ev->flags = INT_F_INGRESS;
 	ev->drop_reason = reason;
 	ev->ig_ifindex = mp->ig_ifindex;
-	ev->eg_ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	/* Dropped before reaching an egress port: report none, not the device it came in on. */
+	__u32 dev = BPF_CORE_READ(skb, dev, ifindex);
+	ev->eg_ifindex = dev == mp->ig_ifindex ? 0 : dev;
+	ev->drop_location = ctx[1];
 	ev->pkt_len = BPF_CORE_READ(skb, len);
 	ev->ig_ts = mp->ig_ts;
 	ev->eg_ts = now;

@@ -39,7 +39,7 @@ struct int_event {
 	__u16 sample_len;    /* packet bytes that follow this struct */
 	__u32 drop_reason;   /* kernel enum skb_drop_reason (0 for traces); names come from kernel BTF */
 	__u32 ig_ifindex;
-	__u32 eg_ifindex;    /* drops: the device the skb was on when freed, 0 if none */
+	__u32 eg_ifindex;    /* drops: the device the skb was on when freed, 0 if none or the ingress one */
 	__u32 pkt_len;       /* skb->len at egress (or at the drop) */
 	__u16 inner_offset;  /* with INT_F_TUNNEL: offset of the inner Ethernet header in the sample */
 	__u16 pad;
@@ -47,7 +47,9 @@ struct int_event {
 	__u64 eg_ts;         /* bpf_ktime_get_ns() at the egress hook (or at the drop) */
 	struct int_tuple pre_nat;  /* as the packet arrived at ingress (inner headers on a tunnel) */
 	struct int_tuple post_nat; /* as the packet left at egress */
-}; /* 120 bytes */
+	__u64 drop_location;       /* drops: kernel address that freed the skb (user space names it:
+				    * many drops carry no reason but their place, e.g. ip_error) */
+}; /* 128 bytes */
 
 /* Per-packet metadata the ingress hook leaves for the egress hook, keyed by the packet key:
  * header fields that neither routing, NAT nor tunnels rewrite (see parse.h). An entry older
