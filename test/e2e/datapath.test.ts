@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as bpf from '../../bpf/index';
-import { withScope, createNode, overlayEndpoint, type Endpoint } from '../helpers/netns';
+import { withScope, createNode, overlayEndpoint, runIn, type Endpoint } from '../helpers/netns';
 import { udpFlow, tcpFlow, icmpEcho, sctpInit, addrOf, type Family } from '../helpers/traffic';
 import { DatapathFixture, type ExpectedTuple } from '../helpers/datapath';
 import { IPPROTO } from '../../bpf/events';
@@ -119,11 +119,12 @@ test('pod to remote and remote to pod through the data interface', async () => {
   });
 });
 
-test('VXLAN on the data interface: events describe the inner packet, both directions', async () => {
+for (const tunnel of [{ port: 4789 }, { port: 8472 }] as const) {
+test(`VXLAN on UDP ${tunnel.port} at the data interface: events describe the inner packet, both directions`, async () => {
   await withScope(async (scope) => {
     const node = await createNode(scope);
     const pod = await node.addPod();
-    const remote = await node.addRemote({ vxlan: true });
+    const remote = await node.addRemote({ vxlan: { port: tunnel.port } });
     const overlay = overlayEndpoint(remote);
     const dp = DatapathFixture.start(scope);
     dp.attachPod(pod);
@@ -143,7 +144,7 @@ test('VXLAN on the data interface: events describe the inner packet, both direct
       assert.equal(ev.flags & bpf.F_TUNNEL, bpf.F_TUNNEL);
       // Outer Ethernet + IPv4 (the underlay is IPv4) + UDP + VXLAN.
       assert.equal(ev.innerOffset, 14 + 20 + 8 + 8);
-      assert.equal(ev.sample.readUInt16BE(14 + 20 + 2), 4789, 'the sample starts with the outer headers');
+      assert.equal(ev.sample.readUInt16BE(14 + 20 + 2), tunnel.port, 'the sample starts with the outer headers');
       assert.equal(ev.sample.readUInt16BE(ev.innerOffset + 12), family === 4 ? 0x0800 : 0x86dd);
       assert.deepEqual(ev.preNat, ev.postNat);
 
@@ -157,6 +158,7 @@ test('VXLAN on the data interface: events describe the inner packet, both direct
     }
   });
 });
+}
 
 test('flow filter: a burst gives one event, a new latency bucket a new one', async () => {
   await withScope(async (scope) => {
@@ -250,5 +252,81 @@ test('load-time constants: interval 0 reports every packet', async () => {
     const ev = await dp.waitFor({ src: a.ipv4, dst: b.ipv4, protocol: IPPROTO.UDP, srcPort: 46001, dstPort: udp.dport }, 50);
     assert.equal(ev.length, 50);
     assert.ok(ev.every((e) => e.sample.length === 64), 'sample_bytes = 64');
+  });
+});
+
+test('Geneve (with options) at the data interface: ingress records the inner tuple', async () => {
+  await withScope(async (scope) => {
+    // This kernel has no geneve driver, so the remote sends Geneve-encapsulated datagrams itself
+    // (to a closed port on the node): the ingress hook must describe the packet inside.
+    const node = await createNode(scope);
+    const remote = await node.addRemote();
+    const dp = DatapathFixture.start(scope);
+    dp.attachDataInterface(remote);
+    const script = [
+      'import socket, struct',
+      "inner_ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + 8 + 4, 0x1234, 0, 64, 17, 0, socket.inet_aton('192.0.2.10'), socket.inet_aton('192.0.2.20'))",
+      "inner = b'\\x02' * 6 + b'\\x04' * 6 + b'\\x08\\x00' + inner_ip + struct.pack('!HHHH', 40001, 40002, 12, 0) + b'abcd'",
+      "opt = struct.pack('!HBB', 0x0102, 0x03, 1) + b'\\x00' * 4",  // one 8-byte option: opt_len 2 words
+      "gnv = struct.pack('!BBH', len(opt) // 4, 0, 0x6558) + b'\\x00\\x00\\x2a\\x00' + opt",
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      `s.sendto(gnv + inner, ('${remote.dataIpv4}', 6081))`,
+    ].join('\n');
+    await runIn(remote.netns, ['/usr/bin/python3', '-c', script]);
+    await dp.settle();
+    const meta = dp.obj.map('int_meta');
+    const v = Buffer.alloc(meta.valueSize);
+    const found = [...meta.keys()].map((k) => (meta.lookup(k, v), Buffer.from(v))).find((val) => val.readUInt32LE(8) === remote.dataIfindex && val[16 + 37] === 4 && val[16] === 192);
+    assert.ok(found, 'an ingress record of the data interface for the inner packet');
+    const t = found.subarray(16);
+    assert.deepEqual(
+      [[...t.subarray(0, 4)].join('.'), [...t.subarray(16, 20)].join('.'), t.readUInt16BE(32), t.readUInt16BE(34), t[36]],
+      ['192.0.2.10', '192.0.2.20', 40001, 40002, 17],
+      'the inner 5-tuple, past the Geneve options',
+    );
+  });
+});
+
+test('IPv6 extension headers are walked to the ports', async () => {
+  await withScope(async (scope) => {
+    const node = await createNode(scope);
+    const a = await node.addPod();
+    const b = await node.addPod();
+    const dp = DatapathFixture.start(scope);
+    dp.attachPod(a);
+    dp.attachPod(b);
+    // UDP with a destination-options header (a PadN option), set as a sticky socket option.
+    const script = [
+      'import socket',
+      's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+      "s.bind(('" + a.ipv6 + "', 46601))",
+      's.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))',
+      "s.sendto(b'x' * 24, ('" + b.ipv6 + "', 46602))",
+    ].join('\n');
+    await runIn(a.netns, ['/usr/bin/python3', '-c', script]);
+    const ev = await dp.waitFor({ src: a.ipv6, dst: b.ipv6, protocol: IPPROTO.UDP, srcPort: 46601, dstPort: 46602 });
+    assert.equal(ev.length, 1, 'the UDP ports behind the destination options header');
+    assert.equal(ev[0].sample[14 + 6], 60, 'the packet really carries a destination options header');
+  });
+});
+
+test('a full metadata map neither leaks nor stops new packets from being tracked', async () => {
+  await withScope(async (scope) => {
+    const node = await createNode(scope);
+    const a = await node.addPod();
+    const b = await node.addPod();
+    // 64 slots; 2000 packets that never reach an egress hook (delivered to the node itself).
+    const dp = DatapathFixture.start(scope, { maxEntries: { int_meta: 64 } });
+    dp.attachPod(a);
+    dp.attachPod(b);
+    const script = `import socket\ns=socket.socket()\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(2000): s.sendto(i.to_bytes(4,'big'),('${a.gateway4}',9))`;
+    await runIn(a.netns, ['/usr/bin/python3', '-c', script]);
+    const meta = dp.obj.map('int_meta');
+    assert.equal(meta.maxEntries, 64);
+    const entries = [...meta.keys()].length;
+    assert.ok(entries <= 64, `the map holds at most its size (${entries})`);
+    const udp = await udpFlow(scope, { from: a, to: b, family: 4, sport: 46701, count: 1 });
+    const ev = await dp.waitFor({ src: a.ipv4, dst: b.ipv4, protocol: IPPROTO.UDP, srcPort: 46701, dstPort: udp.dport });
+    assert.equal(ev.length, 1, 'a new flow is still tracked and reported');
   });
 });

@@ -240,7 +240,7 @@ export interface PodOptions {
 export interface RemoteOptions {
   label?: string;
   /** add a VXLAN overlay over the data interface (true or a VNI) */
-  vxlan?: boolean | { vni?: number };
+  vxlan?: boolean | { vni?: number; port?: number };
 }
 
 export const ROUTED_GW4 = '169.254.1.1';
@@ -405,13 +405,15 @@ export class NodeHost {
     if (opts.vxlan) {
       const overlay = await allocateSubnet();
       const wanted = typeof opts.vxlan === 'object' ? opts.vxlan.vni : undefined;
+      const port = (typeof opts.vxlan === 'object' && opts.vxlan.port) || VXLAN_PORT;
+      const tunnelArgs = (local: string, remote: string, dev: string) =>
+        ['type', 'vxlan', 'id', String(vni), 'local', local, 'remote', remote, 'dstport', String(port), 'dev', dev];
       const ifname = this.scope.name('vx');
       let vni = wanted ?? 0;
       for (let attempt = 0; ; attempt++) {
         if (wanted === undefined) vni = 100_000 + Math.floor(Math.random() * 16_000_000);
         try {
-          await ip(null, ['link', 'add', ifname, 'mtu', '1500', 'type', 'vxlan', 'id', String(vni), 'local', link.v4(1),
-            'remote', link.v4(2), 'dstport', String(VXLAN_PORT), 'dev', dataIfname]);
+          await ip(null, ['link', 'add', ifname, 'mtu', '1500', ...tunnelArgs(link.v4(1), link.v4(2), dataIfname)]);
           break;
         } catch (err) {
           // VNI already used by someone else's device on this port: pick another.
@@ -424,8 +426,7 @@ export class NodeHost {
       await ip(null, ['-6', 'addr', 'add', `${overlay.v6(1)}/64`, 'dev', ifname, 'nodad']);
       await ip(null, ['link', 'set', ifname, 'up']);
       const remoteIfname = 'vxlan0';
-      await ip(netns, ['link', 'add', remoteIfname, 'mtu', '1500', 'type', 'vxlan', 'id', String(vni), 'local', link.v4(2),
-        'remote', link.v4(1), 'dstport', String(VXLAN_PORT), 'dev', 'eth0']);
+      await ip(netns, ['link', 'add', remoteIfname, 'mtu', '1500', ...tunnelArgs(link.v4(2), link.v4(1), 'eth0')]);
       await ip(netns, ['addr', 'add', `${overlay.v4(2)}/24`, 'dev', remoteIfname]);
       await ip(netns, ['-6', 'addr', 'add', `${overlay.v6(2)}/64`, 'dev', remoteIfname, 'nodad']);
       await ip(netns, ['link', 'set', remoteIfname, 'up']);
@@ -437,7 +438,7 @@ export class NodeHost {
       const l = await linkInfo(null, ifname);
       vxlan = {
         vni,
-        port: VXLAN_PORT,
+        port,
         ifname,
         ifindex: l.ifindex,
         rootIpv4: overlay.v4(1),
