@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { DEFAULT_BPFFS_ROOT } from '../../bpf/pins';
 import { DEFAULT_SOCKET_PATH } from '../api/protocol';
-import { parseCollectors, parseDecimal, parseEndpoint, parseSwitchId, type Endpoint } from './values';
+import { ValueError, parseCollectors, parseDecimal, parseEndpoint, parseSwitchId, type Endpoint } from './values';
 import type { LOG_LEVELS } from './schema';
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -31,6 +31,8 @@ export interface Config {
   metricsListen?: Endpoint;
   /** the reference's --cni; accepted for compatibility, not needed by a chained plugin */
   cni?: string;
+  /** how drops are found: the kfree_skb tracepoint, or the reference's aging of unmatched packets */
+  dropDetection: 'auto' | 'tracepoint' | 'aging' | 'off';
 }
 
 export type ConfigKey = keyof Config;
@@ -165,6 +167,18 @@ export const FIELDS: readonly Field[] = [
     valueName: 'ADDR:PORT',
     help: 'Serve Prometheus metrics over TCP here (":9100" for every address). Default: off.',
     fromText: (t) => (t.trim() === 'off' ? undefined : parseEndpoint(t, undefined, true)),
+  },
+  {
+    key: 'dropDetection',
+    flag: 'drop-detection',
+    env: ['INT_HOST_REPORTER_DROP_DETECTION'],
+    valueName: 'HOW',
+    help: 'tracepoint (kernel drop reasons), aging (packets seen at ingress and never at egress within 2 s, as the reference; counts locally delivered packets too), auto (tracepoint, else aging) or off. (default auto)',
+    fromText: (t) => {
+      if (!['auto', 'tracepoint', 'aging', 'off'].includes(t)) throw new ValueError(`"${t}" is not one of auto, tracepoint, aging, off`);
+      return t;
+    },
+    default: () => 'auto',
   },
   {
     key: 'cni',

@@ -20,7 +20,7 @@ export const configSchema = {
   $id: 'int-host-reporter/config',
   type: 'object',
   additionalProperties: false,
-  required: ['collectors', 'logLevel', 'socketPath', 'bpffsPath', 'reportIntervalMs', 'latencyQuantumNs', 'sampleBytes', 'nodeName'],
+  required: ['collectors', 'logLevel', 'socketPath', 'bpffsPath', 'reportIntervalMs', 'latencyQuantumNs', 'sampleBytes', 'nodeName', 'dropDetection'],
   properties: {
     configFile: { type: 'string' },
     collectors: { type: 'array', minItems: 1, items: { ...endpoint, required: ['host', 'port'] } },
@@ -36,6 +36,7 @@ export const configSchema = {
     latencyQuantumNs: { type: 'integer', minimum: 1, maximum: 2147483648 },
     // enough for Ethernet + IPv6 + a TCP header with options; at most what one perf record carries well
     sampleBytes: { type: 'integer', minimum: 64, maximum: 256 },
+    dropDetection: { enum: ['auto', 'tracepoint', 'aging', 'off'] },
     nodeName: { type: 'string', minLength: 1, maxLength: 253 },
     metricsListen: endpoint,
     cni: { type: 'string' },

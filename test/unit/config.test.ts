@@ -31,6 +31,7 @@ const DEFAULTS = {
   latencyQuantumNs: 65536,
   sampleBytes: 128,
   nodeName: hostname(),
+  dropDetection: 'auto',
 };
 
 describe("the reference's flags and deployment environment", () => {
@@ -97,6 +98,7 @@ describe('our settings', () => {
     const config = parse([
       '--collector', 'a.example:9000', '--collector=[fd00::1]:9001,10.0.0.9', '--socket', '/tmp/d.sock', '--bpffs', '/sys/fs/bpf/x',
       '--report-interval-ms', '250', '--latency-quantum-ns', '1024', '--sample-bytes', '256', '--node-name', 'n1', '--metrics-listen', '127.0.0.1:9100',
+      '--drop-detection', 'aging',
     ]);
     assert.deepEqual(config, {
       collectors: [{ host: 'a.example', port: 9000 }, { host: 'fd00::1', port: 9001 }, { host: '10.0.0.9', port: 32766 }],
@@ -108,6 +110,7 @@ describe('our settings', () => {
       sampleBytes: 256,
       nodeName: 'n1',
       metricsListen: { host: '127.0.0.1', port: 9100 },
+      dropDetection: 'aging',
     });
   });
 
@@ -204,7 +207,7 @@ describe('bad values name their source and the value', () => {
   test('config file problems', () => {
     const withFile = (text: string) => errorOf(['--config', '/c.yaml'], {}, { '/c.yaml': text });
     assert.equal(withFile('collector: x:1\nsample_bytes: 64\n'),
-      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, cni');
+      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, drop-detection, cni');
     assert.equal(withFile('collector: x:1\nsample-bytes: "64"\n'), '/c.yaml (sample-bytes): "64" must be an integer');
     assert.equal(withFile('collector: x:1\nsample-bytes: 512\n'), '/c.yaml (sample-bytes): 512 must be at most 256');
     assert.equal(withFile('collector: [x:1, "y:z"]\n'), '/c.yaml (collector): "y:z" has an invalid port');
