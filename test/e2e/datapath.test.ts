@@ -83,12 +83,7 @@ async function everyProtocol(
 for (const style of ['routed', 'bridged'] as const) {
   test(`pod to pod (${style}): TCP, UDP, SCTP, ICMP, ICMPv6 over IPv4 and IPv6`, async () => {
     await withScope(async (scope) => {
-      const node = await createNode(scope);
-      const a = await node.addPod({ style });
-      const b = await node.addPod({ style });
-      const dp = DatapathFixture.start(scope);
-      dp.attachPod(a);
-      dp.attachPod(b);
+      const { dp, a, b } = await DatapathFixture.twoPods(scope, {}, style);
       await everyProtocol(scope, dp, a, b, a.hostIfindex, b.hostIfindex);
       const c = dp.counters();
       assert.equal(c.events_lost, 0n);
@@ -162,14 +157,9 @@ test(`VXLAN on UDP ${tunnel.port} at the data interface: events describe the inn
 
 test('flow filter: a burst gives one event, a new latency bucket a new one', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
     // One latency bucket for every packet (2^40 ns) and an interval of an hour, so that only
     // the bucket written below decides; interval and default quantum have tests of their own.
-    const dp = DatapathFixture.start(scope, { constants: { latency_quantum_ns: 2n ** 40n, report_interval_ns: 3600n * 10n ** 9n } });
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope, { constants: { latency_quantum_ns: 2n ** 40n, report_interval_ns: 3600n * 10n ** 9n } });
 
     // A burst of 1000 datagrams of one flow.
     const c0 = dp.counters();
@@ -203,12 +193,7 @@ test('flow filter: a burst gives one event, a new latency bucket a new one', asy
 
 test('flow filter: a flow kept alive for 3 s at the default interval gives about three events', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
-    const dp = DatapathFixture.start(scope, { constants: { latency_quantum_ns: 2n ** 40n } });
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope, { constants: { latency_quantum_ns: 2n ** 40n } });
     // One TCP connection kept alive for 3 s, a write every 50 ms: one event per second.
     const tcp = await tcpFlow(scope, { from: a, to: b, family: 4, durationMs: 3000, intervalMs: 50 });
     await dp.settle();
@@ -222,12 +207,7 @@ test('flow filter: a flow kept alive for 3 s at the default interval gives about
 
 test('flow filter at the default quantum: within an interval, a flow reports only on a new latency bucket', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
-    const dp = DatapathFixture.start(scope);
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope);
     const tcp = await tcpFlow(scope, { from: a, to: b, family: 4, durationMs: 2500, intervalMs: 20 });
     await dp.settle();
     const ev = dp.matching({ src: a.ipv4, dst: b.ipv4, protocol: IPPROTO.TCP, srcPort: tcp.sport, dstPort: tcp.dport });
@@ -242,12 +222,7 @@ test('flow filter at the default quantum: within an interval, a flow reports onl
 
 test('load-time constants: interval 0 reports every packet', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
-    const dp = DatapathFixture.start(scope, { constants: { report_interval_ns: 0n, sample_bytes: 64 } });
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope, { constants: { report_interval_ns: 0n, sample_bytes: 64 } });
     const udp = await udpFlow(scope, { from: a, to: b, family: 4, sport: 46001, count: 50, size: 200 });
     const ev = await dp.waitFor({ src: a.ipv4, dst: b.ipv4, protocol: IPPROTO.UDP, srcPort: 46001, dstPort: udp.dport }, 50);
     assert.equal(ev.length, 50);
@@ -289,12 +264,7 @@ test('Geneve (with options) at the data interface: ingress records the inner tup
 
 test('IPv6 extension headers are walked to the ports', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
-    const dp = DatapathFixture.start(scope);
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope);
     // UDP with a destination-options header (a PadN option), set as a sticky socket option.
     const script = [
       'import socket',
@@ -312,13 +282,8 @@ test('IPv6 extension headers are walked to the ports', async () => {
 
 test('a full metadata map neither leaks nor stops new packets from being tracked', async () => {
   await withScope(async (scope) => {
-    const node = await createNode(scope);
-    const a = await node.addPod();
-    const b = await node.addPod();
     // 64 slots; 2000 packets that never reach an egress hook (delivered to the node itself).
-    const dp = DatapathFixture.start(scope, { maxEntries: { int_meta: 64 } });
-    dp.attachPod(a);
-    dp.attachPod(b);
+    const { dp, a, b } = await DatapathFixture.twoPods(scope, { maxEntries: { int_meta: 64 } });
     const script = `import socket\ns=socket.socket()\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(2000): s.sendto(i.to_bytes(4,'big'),('${a.gateway4}',9))`;
     await runIn(a.netns, ['/usr/bin/python3', '-c', script]);
     const meta = dp.obj.map('int_meta');

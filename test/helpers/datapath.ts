@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as bpf from '../../bpf/index';
 import type { Scope } from './scope';
-import type { Pod, Remote } from './netns';
+import { createNode, type Pod, type PodStyle, type Remote } from './netns';
 
 export interface ExpectedTuple {
   src: string;
@@ -32,6 +32,17 @@ export class DatapathFixture {
       while (view.next()) f.events.push(view.toObject());
     });
     return f;
+  }
+
+  /** The usual setup: a node with two pods, our programs on both. */
+  static async twoPods(scope: Scope, opts: bpf.LoadOptions = {}, style: PodStyle = 'routed'): Promise<{ dp: DatapathFixture; a: Pod; b: Pod }> {
+    const node = await createNode(scope);
+    const a = await node.addPod({ style });
+    const b = await node.addPod({ style });
+    const dp = DatapathFixture.start(scope, opts);
+    dp.attachPod(a);
+    dp.attachPod(b);
+    return { dp, a, b };
   }
 
   /** Our ingress and egress programs on a pod's host veth. */

@@ -8,22 +8,9 @@ import { decodeReport, type DecodedReport } from '../../daemon/collector/decoder
 // The encoder test checks this CRC32c against an independent implementation.
 import { crc32c } from '../../daemon/report/encoder';
 import { parseListenAddress, runCollectCommand, startCollector, type ListenAddress } from '../../daemon/collector/collector';
+import { hex, FLOW_REPORT_VECTOR, DROP_REPORT_VECTOR } from '../fixtures/int-report-vectors';
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
-const FLOW_REPORT_VECTOR = hex(`
-  02 20 00 01 00 00 00 2a 56 78 9a bc c0 a8 21 0b
-  00 07 00 02 00 00 00 00 56 78 f6 5c 6a 3f 2e 11
-  22 33 0e 8d 4c aa bb cc 08 00 45 00 00 28 1c 46
-  40 00 40 06 33 e3 0a 44 eb 0a 0a 44 eb 14 a9 f8
-  00 50 1a 2b 3c 4d 5e 6f 70 81 50 10 01 f6 f3 85
-  00 00`);
-const DROP_REPORT_VECTOR = hex(`
-  01 80 00 01 00 00 00 2b 56 78 9a bc c0 a8 21 0b
-  00 07 00 00 00 50 00 00 6a 3f 2e 11 22 33 0e 8d
-  4c aa bb cc 08 00 45 00 00 28 1c 46 40 00 40 06
-  33 e3 0a 44 eb 0a 0a 44 eb 14 a9 f8 00 50 1a 2b
-  3c 4d 5e 6f 70 81 50 10 01 f6 f3 85 00 00`);
 const FLOW_HEADERS = FLOW_REPORT_VECTOR.subarray(0, 28);
 
 function decodeOk(b: Buffer): DecodedReport {

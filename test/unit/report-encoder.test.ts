@@ -8,27 +8,10 @@ import ipaddr from 'ipaddr.js';
 import { EventLayout, EventView, EVENT_DROP, EVENT_TRACE, F_INGRESS, F_NAT, F_TUNNEL, TupleLayout, frameBatch } from '../../bpf/events';
 import { crc32c, encodeDropReport, encodeFlowReport, encodeReport, rewriteInnerTuple } from '../../daemon/report/encoder';
 import { buildDropCodeTable } from '../../daemon/report/drop-reasons';
+import { hex, INNER_FRAME, FLOW_REPORT_VECTOR, DROP_REPORT_VECTOR } from '../fixtures/int-report-vectors';
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
 // Reference §4: inner frame and the two reports.
-const INNER_FRAME = hex(`
-  6a3f2e112233 0e8d4caabbcc 0800
-  4500 0028 1c46 4000 4006 33e3 0a44eb0a 0a44eb14
-  a9f8 0050 1a2b3c4d 5e6f7081 5010 01f6 f385 0000`);
-const FLOW_REPORT_VECTOR = hex(`
-  02 20 00 01 00 00 00 2a 56 78 9a bc c0 a8 21 0b
-  00 07 00 02 00 00 00 00 56 78 f6 5c 6a 3f 2e 11
-  22 33 0e 8d 4c aa bb cc 08 00 45 00 00 28 1c 46
-  40 00 40 06 33 e3 0a 44 eb 0a 0a 44 eb 14 a9 f8
-  00 50 1a 2b 3c 4d 5e 6f 70 81 50 10 01 f6 f3 85
-  00 00`);
-const DROP_REPORT_VECTOR = hex(`
-  01 80 00 01 00 00 00 2b 56 78 9a bc c0 a8 21 0b
-  00 07 00 00 00 50 00 00 6a 3f 2e 11 22 33 0e 8d
-  4c aa bb cc 08 00 45 00 00 28 1c 46 40 00 40 06
-  33 e3 0a 44 eb 0a 0a 44 eb 14 a9 f8 00 50 1a 2b
-  3c 4d 5e 6f 70 81 50 10 01 f6 f3 85 00 00`);
 
 const ID = { switchId: 0xc0a8210b, hwId: 1 };
 const IG_TS = 0x0000123456789abcn;
