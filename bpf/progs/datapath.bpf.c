@@ -33,9 +33,19 @@ struct {
 
 /* Ingress metadata by packet key (parse.h). LRU: packets that never reach an egress hook
  * (delivered locally, dropped) age out instead of filling the map, and new packets are always
- * tracked. */
+ * tracked. The benchmark builds the alternatives with these switches to compare their cost. */
+#ifndef META_MAP_TYPE
+#define META_MAP_TYPE BPF_MAP_TYPE_LRU_HASH
+#endif
+#ifndef META_MAP_FLAGS
+#define META_MAP_FLAGS 0
+#endif
+#ifndef META_DELETE_AT_EGRESS
+#define META_DELETE_AT_EGRESS 1
+#endif
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, META_MAP_TYPE);
+	__uint(map_flags, META_MAP_FLAGS);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct int_meta);
@@ -118,7 +128,8 @@ static __always_inline int on_egress(struct __sk_buff *skb, const bool data_ifac
 		return TC_ACT_UNSPEC;
 	}
 	struct int_meta m = *mp;
-	bpf_map_delete_elem(&int_meta, &r.key);
+	if (META_DELETE_AT_EGRESS)
+		bpf_map_delete_elem(&int_meta, &r.key);
 	__u64 now = bpf_ktime_get_ns();
 	if (now - m.ig_ts > max_hop_ns) {
 		count(INT_CNT_META_STALE);
