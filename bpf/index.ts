@@ -46,6 +46,10 @@ function errnoError(op: string, code: string, errno: number, message: string): B
   return new BpfError(`${op}: ${message} (${code})`, op, errno, code);
 }
 
+export function numPossibleCpus(): number {
+  return native().numPossibleCpus();
+}
+
 export function libbpfVersion(): string {
   return native().libbpfVersion();
 }
@@ -149,13 +153,29 @@ export class BpfMap {
     return new BpfMap(name, call(() => native().objGet(path)), true);
   }
 
+  /** Bytes a value buffer needs: per-CPU maps hold one 8-byte aligned value per possible CPU. */
+  get valueBufferSize(): number {
+    return PERCPU_TYPES.has(this.type) ? Math.ceil(this.valueSize / 8) * 8 * native().numPossibleCpus() : this.valueSize;
+  }
+
+  // The kernel writes valueBufferSize bytes and reads keySize bytes: check before it does.
+  private checkSizes(key: Buffer, value?: Buffer): void {
+    if (key.length < this.keySize) throw new RangeError(`${this.name}: key of ${key.length} bytes, the map's are ${this.keySize}`);
+    if (value && value.length < this.valueBufferSize) {
+      throw new RangeError(`${this.name}: value buffer of ${value.length} bytes, ${this.valueBufferSize} needed`);
+    }
+  }
+
   lookup(key: Buffer, value: Buffer): boolean {
+    this.checkSizes(key, value);
     return call(() => native().mapLookup(this.fd, key, value));
   }
   update(key: Buffer, value: Buffer, flags = 0): void {
+    this.checkSizes(key, value);
     call(() => native().mapUpdate(this.fd, key, value, flags));
   }
   delete(key: Buffer): boolean {
+    this.checkSizes(key);
     return call(() => native().mapDelete(this.fd, key));
   }
   *keys(): Generator<Buffer> {
@@ -178,6 +198,21 @@ export class BpfMap {
 }
 
 const PERCPU_ARRAY = 6;
+/** BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH */
+const PERCPU_TYPES = new Set([5, 6, 10]);
+
+/** Every CPU's value of every entry of a per-CPU array, as one Buffer each. */
+export function readPercpuValues(map: BpfMap): Buffer[] {
+  const cpus = native().numPossibleCpus();
+  const stride = Math.ceil(map.valueSize / 8) * 8; // the kernel pads per-CPU values to 8 bytes
+  const value = Buffer.alloc(map.valueBufferSize);
+  const out: Buffer[] = [];
+  for (const key of map.keys()) {
+    if (!map.lookup(key, value)) continue;
+    for (let c = 0; c < cpus; c++) out.push(Buffer.from(value.subarray(c * stride, c * stride + map.valueSize)));
+  }
+  return out;
+}
 
 /** Sums the datapath's per-CPU counters (map int_counters). */
 export function readCounters(map: BpfMap): Record<CounterName, bigint> {
@@ -378,8 +413,9 @@ export function detach(a: Attachment): void {
       try {
         call(() => native().linkDetach(fd));
       } catch (e) {
-        // ENOLINK: already detached, e.g. the interface is gone.
-        if (!(e instanceof BpfError && e.code === 'ENOLINK')) throw e;
+        // ENOLINK: already detached, e.g. the interface is gone. EOPNOTSUPP: a tracing link,
+        // which cannot be detached: removing its pin (below) releases it.
+        if (!(e instanceof BpfError && (e.code === 'ENOLINK' || e.code === 'EOPNOTSUPP'))) throw e;
       } finally {
         native().closeFd(fd);
       }

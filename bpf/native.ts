@@ -1,5 +1,5 @@
 // Loads the native addon and gives its functions types. Nothing else in the project touches the
-// addon directly: bpf/index.ts wraps it in classes and BpfError.
+// addon directly: bpf/index.ts wraps it in classes and BpfError, bpf/udp.ts its UDP sockets.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -66,6 +66,10 @@ export interface Native {
     opts: { pageCount: number; watermarkBytes: number; batchBytes: number; flushMs: number },
     onBatch: (batch: Buffer, records: number, lost: number) => void,
   ) => NativePerfReader;
+  /** fd of a non-blocking UDP socket connected to an IP literal; sendBufferBytes 0 = default */
+  udpOpen(address: string, port: number, sendBufferBytes: number): number;
+  /** sendmmsg of ring slots first.. (count, wrapping; same-length runs <= segmentMax as GSO): reports sent, or -errno */
+  udpSendBatch(fd: number, memory: Buffer, lengths: Uint32Array, slotSize: number, first: number, count: number, segmentMax: number): number;
 }
 
 const ADDON_FILE = 'int_host_reporter.node';

@@ -31,31 +31,47 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } int_events SEC(".maps");
 
-/* Ingress metadata by packet key (parse.h). LRU: packets that never reach an egress hook
- * (delivered locally, dropped) age out instead of filling the map, and new packets are always
- * tracked. The benchmark builds the alternatives with these switches to compare their cost. */
-#ifndef META_MAP_TYPE
-#define META_MAP_TYPE BPF_MAP_TYPE_LRU_HASH
+/*
+ * Ingress metadata, found again at egress by packet key (parse.h). A forwarded packet goes from
+ * the ingress hook through routing, NAT and filtering to the egress hook in one pass on one
+ * CPU, so each CPU keeps a small direct-mapped table of the packets it has in flight: no lock,
+ * no allocation, nothing to leak, and a new packet always gets a slot (it overwrites the oldest
+ * use of that slot). A packet whose egress comes later on another CPU (say after neighbour
+ * resolution) is not reported; the next packet of its flow is. META_LRU_HASH=1 builds the
+ * alternative, a shared LRU hash with insert and delete, which the benchmark compares.
+ */
+#ifndef META_LRU_HASH
+#define META_LRU_HASH 0
 #endif
-#ifndef META_MAP_FLAGS
-#define META_MAP_FLAGS 0
-#endif
-#ifndef META_DELETE_AT_EGRESS
-#define META_DELETE_AT_EGRESS 1
-#endif
+#define META_SLOTS 64
+
+#if META_LRU_HASH
 struct {
-	__uint(type, META_MAP_TYPE);
-	__uint(map_flags, META_MAP_FLAGS);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct int_meta);
 } int_meta SEC(".maps");
-
+#else
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct int_flow_key);
-	__type(value, struct int_flow_state);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, META_SLOTS);
+	__type(key, __u32);
+	__type(value, struct int_meta);
+} int_meta SEC(".maps");
+#endif
+
+/*
+ * Flow filter state, direct-mapped by a hash of (post-NAT tuple, ingress port, egress port) and
+ * shared by all CPUs. Each slot holds its flow's key: two flows on one slot take turns and
+ * report more often, never less. Concurrent writers can only cause an extra report.
+ */
+#define FLOW_SLOTS 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct int_flow_slot);
 } int_flows SEC(".maps");
 
 struct {
@@ -72,6 +88,48 @@ static __always_inline void count(__u32 idx)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
+static __always_inline __u32 meta_index(__u64 key)
+{
+	__u32 h = (__u32)key ^ (__u32)(key >> 32);
+	return (h ^ (h >> 16)) & (META_SLOTS - 1);
+}
+
+/* Records ingress metadata for the packet key. */
+static __always_inline void meta_put(__u64 key, const struct int_meta *m)
+{
+#if META_LRU_HASH
+	bpf_map_update_elem(&int_meta, &key, m, BPF_ANY);
+#else
+	__u32 idx = meta_index(key);
+	struct int_meta *slot = bpf_map_lookup_elem(&int_meta, &idx);
+	if (slot) {
+		*slot = *m;
+		slot->key = key;
+	}
+#endif
+}
+
+/* Takes (finds and consumes) the ingress metadata of the packet key; 0 when there is none. */
+static __always_inline int meta_take(__u64 key, struct int_meta *out)
+{
+#if META_LRU_HASH
+	struct int_meta *m = bpf_map_lookup_elem(&int_meta, &key);
+	if (!m)
+		return 0;
+	*out = *m;
+	bpf_map_delete_elem(&int_meta, &key);
+	return 1;
+#else
+	__u32 idx = meta_index(key);
+	struct int_meta *slot = bpf_map_lookup_elem(&int_meta, &idx);
+	if (!slot || slot->key != key)
+		return 0;
+	*out = *slot;
+	slot->key = 0;
+	return 1;
+#endif
+}
+
 static __always_inline int on_ingress(struct __sk_buff *skb, const bool data_iface)
 {
 	struct int_meta m = {};
@@ -84,7 +142,7 @@ static __always_inline int on_ingress(struct __sk_buff *skb, const bool data_ifa
 	}
 	m.ig_ts = bpf_ktime_get_ns();
 	m.ig_ifindex = skb->ifindex;
-	bpf_map_update_elem(&int_meta, &r.key, &m, BPF_ANY);
+	meta_put(r.key, &m);
 	return TC_ACT_UNSPEC;
 }
 
@@ -99,62 +157,79 @@ static __always_inline int tuple_differs(const struct int_tuple *a, const struct
 	return diff != 0;
 }
 
+static __always_inline __u32 flow_index(const struct int_flow_key *fk)
+{
+	const __u32 *w = (const __u32 *)fk;
+	__u32 h = 0x9e3779b9;
+#pragma unroll
+	for (int i = 0; i < sizeof(struct int_flow_key) / 4; i++)
+		h = (h ^ w[i]) * 0x01000193;
+	return (h ^ (h >> 16)) & (FLOW_SLOTS - 1);
+}
+
 /* First packet of a flow, then one per interval, or when hop latency changes bucket. */
 static __always_inline int flow_filter_allows(struct int_flow_key *fk, __u64 now, __u64 latency)
 {
 	__u32 bucket = latency_quantum_ns ? (__u32)(latency / latency_quantum_ns) : 0;
-	struct int_flow_state *st = bpf_map_lookup_elem(&int_flows, fk);
-	if (st && now - st->last_report_ts < report_interval_ns && st->latency_bucket == bucket)
+	__u32 idx = flow_index(fk);
+	struct int_flow_slot *st = bpf_map_lookup_elem(&int_flows, &idx);
+	if (!st)
+		return 1;
+	const __u64 *a = (const __u64 *)fk, *b = (const __u64 *)&st->key;
+	__u64 diff = 0;
+#pragma unroll
+	for (int i = 0; i < sizeof(struct int_flow_key) / 8; i++)
+		diff |= a[i] ^ b[i];
+	if (!diff && now - st->last_report_ts < report_interval_ns && st->latency_bucket == bucket)
 		return 0;
-	struct int_flow_state ns = { .last_report_ts = now, .latency_bucket = bucket };
-	bpf_map_update_elem(&int_flows, fk, &ns, BPF_ANY);
+	st->key = *fk;
+	st->last_report_ts = now;
+	st->latency_bucket = bucket;
 	return 1;
 }
 
 static __always_inline int on_egress(struct __sk_buff *skb, const bool data_iface)
 {
-	struct int_event ev = {};
+	/* Most packets stop at the flow filter: build the event only for the ones that pass. */
+	struct int_flow_key fk = {};
 	struct parse_result r = {};
 
 	count(INT_CNT_EGRESS_PKTS);
-	if (parse_packet(skb, &ev.post_nat, &r, data_iface) < 0) {
+	if (parse_packet(skb, &fk.tuple, &r, data_iface) < 0) {
 		count(INT_CNT_NOT_IP);
 		return TC_ACT_UNSPEC;
 	}
 
-	struct int_meta *mp = bpf_map_lookup_elem(&int_meta, &r.key);
-	if (!mp) {
+	struct int_meta m;
+	if (!meta_take(r.key, &m)) {
 		count(INT_CNT_META_MISS);
 		return TC_ACT_UNSPEC;
 	}
-	struct int_meta m = *mp;
-	if (META_DELETE_AT_EGRESS)
-		bpf_map_delete_elem(&int_meta, &r.key);
 	__u64 now = bpf_ktime_get_ns();
 	if (now - m.ig_ts > max_hop_ns) {
 		count(INT_CNT_META_STALE);
 		return TC_ACT_UNSPEC;
 	}
 
-	struct int_flow_key fk = {
-		.tuple = ev.post_nat,
-		.ig_ifindex = m.ig_ifindex,
-		.eg_ifindex = skb->ifindex,
-	};
+	fk.ig_ifindex = m.ig_ifindex;
+	fk.eg_ifindex = skb->ifindex;
 	if (!flow_filter_allows(&fk, now, now - m.ig_ts)) {
 		count(INT_CNT_FILTERED);
 		return TC_ACT_UNSPEC;
 	}
 
-	ev.type = INT_EVENT_TRACE;
-	ev.flags = INT_F_INGRESS | (r.tunnel ? INT_F_TUNNEL : 0);
-	ev.ig_ifindex = m.ig_ifindex;
-	ev.eg_ifindex = skb->ifindex;
-	ev.pkt_len = skb->len;
-	ev.inner_offset = r.inner_offset;
-	ev.ig_ts = m.ig_ts;
-	ev.eg_ts = now;
-	ev.pre_nat = m.tuple;
+	struct int_event ev = {
+		.type = INT_EVENT_TRACE,
+		.flags = INT_F_INGRESS | (r.tunnel ? INT_F_TUNNEL : 0),
+		.ig_ifindex = m.ig_ifindex,
+		.eg_ifindex = fk.eg_ifindex,
+		.pkt_len = skb->len,
+		.inner_offset = r.inner_offset,
+		.ig_ts = m.ig_ts,
+		.eg_ts = now,
+		.pre_nat = m.tuple,
+		.post_nat = fk.tuple,
+	};
 	if (tuple_differs(&ev.pre_nat, &ev.post_nat))
 		ev.flags |= INT_F_NAT;
 

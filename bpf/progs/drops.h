@@ -117,9 +117,10 @@ int int_kfree_skb(unsigned long long *ctx)
 	__u64 key;
 	if (drop_parse(head + nh_off, l3proto, &ev->post_nat, &key) < 0)
 		return 0;
-	struct int_meta *mp = bpf_map_lookup_elem(&int_meta, &key);
-	if (!mp)
-		return 0; /* not a packet we saw at ingress */
+	struct int_meta m;
+	if (!meta_take(key, &m))
+		return 0; /* not a packet we saw at ingress (on this CPU) */
+	struct int_meta *mp = &m;
 	__u64 now = bpf_ktime_get_ns();
 	if (now - mp->ig_ts > max_hop_ns)
 		return 0;
@@ -136,7 +137,6 @@ int int_kfree_skb(unsigned long long *ctx)
 	ev->ig_ts = mp->ig_ts;
 	ev->eg_ts = now;
 	ev->pre_nat = mp->tuple;
-	bpf_map_delete_elem(&int_meta, &key);
 
 	/* The sample starts at the Ethernet header when the skb still has one; otherwise an
 	 * all-zero Ethernet header with the right EtherType stands in front of the IP header. */

@@ -51,28 +51,30 @@ struct int_event {
 				    * many drops carry no reason but their place, e.g. ip_error) */
 }; /* 128 bytes */
 
-/* Per-packet metadata the ingress hook leaves for the egress hook, keyed by the packet key:
+/* Per-packet metadata the ingress hook leaves for the egress hook, found by the packet key:
  * header fields that neither routing, NAT nor tunnels rewrite (see parse.h). An entry older
  * than max_hop_ns is taken for another packet's and not reported. */
 struct int_meta {
+	__u64 key;         /* the packet key (0: free slot) */
 	__u64 ig_ts;
 	__u32 ig_ifindex;
 	__u32 pad;
 	struct int_tuple tuple;
-}; /* 56 bytes */
+}; /* 64 bytes */
 
-/* Flow filter: one entry per (post-NAT tuple, ingress port, egress port). */
+/* Flow filter: one slot per (post-NAT tuple, ingress port, egress port). */
 struct int_flow_key {
 	struct int_tuple tuple;
 	__u32 ig_ifindex;
 	__u32 eg_ifindex;
 }; /* 48 bytes */
 
-struct int_flow_state {
+struct int_flow_slot {
+	struct int_flow_key key;
 	__u64 last_report_ts;
 	__u32 latency_bucket;
 	__u32 pad;
-}; /* 16 bytes */
+}; /* 64 bytes */
 
 /* Indices of the per-CPU counter array (map int_counters). */
 enum int_counter {

@@ -11,6 +11,8 @@ import type { Config } from '../config';
 import { ReportSender } from '../report/sender';
 import { buildDropCodeTable } from '../report/drop-reasons';
 import { readKernelDropReasons } from '../report/kernel-drop-reasons';
+import { DropLocations } from '../report/drop-locations';
+import { AgingDropDetector } from './aging';
 import { Watchlist, WatchlistFile, WatchlistStore, WatchlistError } from '../watchlist';
 import { PodWatch } from '../k8s/pod-watch';
 import { listenTcp, listenUnix } from '../api/server';
@@ -18,6 +20,7 @@ import { apiRoutes } from '../api/routes';
 import { NodeDatapath } from './datapath';
 import { Pipeline } from './pipeline';
 import { AttachmentRegistry } from './attachments';
+import { WarnLimiter } from './warn-limiter';
 import { defaultRouteInterface, interfaceIpv4, ipv4ToU32 } from './node-interfaces';
 
 export interface AgentOptions {
@@ -48,13 +51,20 @@ export class Agent {
   readonly switchId: number;
   readonly startedAt = new Date();
   dropsEnabled = false;
+  dropDetection: 'tracepoint' | 'aging' | 'off' = 'off';
+  private aging?: AgingDropDetector;
   podWatch: PodWatch | null = null;
+  /** why there is no pod watch, when there is none */
+  podWatchDisabled: string | null = null;
+  /** one limiter for the agent's repeated warnings, so its count is one metric */
+  readonly warnings: WarnLimiter;
   private servers: Server[] = [];
   private timer?: NodeJS.Timeout;
   private reader?: bpf.EventReader;
 
   private constructor(readonly config: Config, opts: AgentOptions) {
     this.log = opts.logger ?? pino({ level: config.logLevel, base: { component: 'int-host-reporter' } });
+    this.warnings = new WarnLimiter(this.log);
     this.layout = new PinLayout(config.bpffsPath);
     const runDir = dirname(config.socketPath);
 
@@ -79,7 +89,12 @@ export class Agent {
     this.switchId = config.switchId ?? (nodeIp ? ipv4ToU32(nodeIp) : 0);
     if (config.switchId === undefined && !nodeIp) this.log.warn({}, 'switch id 0: no --switch-id and no IPv4 address on the data interface');
 
-    this.dropsEnabled = this.datapath.attachDrops();
+    // Drops: the kfree_skb tracepoint (kernel reasons), else the reference's aging fallback.
+    const dd = config.dropDetection;
+    this.datapath.detachDrops();
+    this.dropsEnabled = (dd === 'auto' || dd === 'tracepoint') && this.datapath.attachDrops();
+    if (dd === 'tracepoint' && !this.dropsEnabled) throw new Error('--drop-detection tracepoint: the kfree_skb tracepoint cannot be attached');
+    this.dropDetection = this.dropsEnabled ? 'tracepoint' : dd === 'off' ? 'off' : 'aging';
 
     if (config.watchlistConf) {
       const file = new WatchlistFile(config.watchlistConf, {
@@ -96,11 +111,12 @@ export class Agent {
 
     this.sender = new ReportSender({ collectors: config.collectors.map(collectorText) });
     const dropCodes = buildDropCodeTable(readKernelDropReasons() ?? []);
-    this.pipeline = new Pipeline(() => this.watchlist.current, this.sender, { switchId: this.switchId, hwId: this.sender.hwId }, dropCodes);
+    this.pipeline = new Pipeline(() => this.watchlist.current, this.sender, { switchId: this.switchId, hwId: this.sender.hwId }, dropCodes, new DropLocations());
 
-    this.registry = new AttachmentRegistry(
-      this.layout, () => this.programs(), opts.stateDir ?? join(runDir, 'state'), opts.spoolDir ?? join(runDir, 'spool'), this.log,
-    );
+    this.registry = new AttachmentRegistry({
+      layout: this.layout, programs: () => this.programs(), stateDir: opts.stateDir ?? join(runDir, 'state'),
+      spoolDir: opts.spoolDir ?? join(runDir, 'spool'), log: this.log, warnings: this.warnings,
+    });
   }
 
   /** Programs of this version (owned by the loaded object). */
@@ -122,9 +138,11 @@ export class Agent {
 
   private async run(opts: AgentOptions): Promise<void> {
     this.reader = this.datapath.startReader((view, _records, lost) => this.pipeline.process(view, lost));
-    this.registry.reconcile();
-    this.timer = setInterval(() => this.registry.reconcile(), opts.reconcileIntervalMs ?? 30_000);
-    this.timer.unref();
+    if (this.dropDetection === 'aging') {
+      this.aging = new AgingDropDetector(this.datapath.obj.map('int_meta'), (view) => this.pipeline.process(view, 0));
+    }
+    this.reconcile();
+    this.timer = setInterval(() => this.reconcile(), opts.reconcileIntervalMs ?? 30_000);
 
     const routes = apiRoutes(this);
     this.servers.push(await listenUnix(this.config.socketPath, routes));
@@ -133,14 +151,14 @@ export class Agent {
     }
 
     const setup = PodWatch.fromEnvironment({ nodeName: this.config.nodeName, logger: this.log });
+    // Without Kubernetes (no config, API down) everything works from the plugin's notices; the
+    // watch only adds labels and owners, joined in when the API answers (see api/views.ts).
     if (setup.enabled) {
       this.podWatch = setup.watch;
-      this.podWatch.on((ev) => {
-        const p = ev.pod;
-        if (ev.type === 'deleted') this.registry.setPodMetadata(p.namespace, p.name, { labels: {}, owner: null });
-        else this.registry.setPodMetadata(p.namespace, p.name, { uid: p.uid, labels: { ...p.labels }, owner: p.owner });
-      });
+      this.podWatch.on((ev) => this.log.debug({ pod: `${ev.pod.namespace}/${ev.pod.name}`, event: ev.type }, 'pod watch event'));
       this.podWatch.start();
+    } else {
+      this.podWatchDisabled = setup.reason;
     }
 
     this.log.info({
@@ -151,6 +169,20 @@ export class Agent {
       drops: this.dropsEnabled,
       libbpf: bpf.libbpfVersion(),
     }, 'int-host-reporter running');
+  }
+
+  /** A reconcile pass; whatever goes wrong is a (rate-limited) warning, never the daemon's end. */
+  reconcile(): void {
+    try {
+      this.registry.reconcile();
+    } catch (e) {
+      this.warnings.warn('reconcile', { err: (e as Error).message }, 'reconcile pass failed');
+    }
+  }
+
+  /** Drops found by the aging fallback; undefined when it is not in use. */
+  agedDrops(): number | undefined {
+    return this.aging?.aged;
   }
 
   readerStats(): { records: number; lost: number } | undefined {
@@ -172,6 +204,7 @@ export class Agent {
     this.servers = [];
     await this.podWatch?.stop();
     if (this.watchlist instanceof WatchlistFile) this.watchlist.close();
+    this.aging?.close();
     this.reader?.close();
     await this.sender?.drain?.(500);
     this.sender?.close();

@@ -3,10 +3,12 @@
 // 2 s is reported as dropped, reason unknown. It cannot tell a drop from a packet delivered to
 // the node itself, which is why the tracepoint is preferred and this has a counter of its own.
 import { EVENT_DROP, EventLayout, EventView, F_INGRESS, TupleLayout, frameBatch } from '../../bpf/events';
-import type { BpfMap } from '../../bpf/index';
+import { numPossibleCpus, type BpfMap } from '../../bpf/index';
 
-/** int_meta value: ig_ts u64, ig_ifindex u32, pad u32, struct int_tuple at 16. */
-const META_TUPLE = 16;
+/** struct int_meta: key u64, ig_ts u64, ig_ifindex u32, pad u32, struct int_tuple at 24. */
+const META_IG_TS = 8;
+const META_IFINDEX = 16;
+const META_TUPLE = 24;
 const MAX_AGE_NS = 2_000_000_000n;
 
 function internetChecksum(b: Buffer, start: number, end: number): number {
@@ -55,33 +57,45 @@ export function synthesizePacket(tuple: Buffer, t = 0): Buffer {
 }
 
 /**
- * One sweep: removes ingress records older than 2 s and returns them as drop events (a batch
- * in the reader's format), so they take the same path to reports as the kernel's events.
+ * One sweep over every CPU's slots: ingress records older than 2 s are cleared and returned as
+ * drop events (a batch in the reader's format), so they take the same path to reports as the
+ * kernel's events. Writing a slot back can overwrite a record the kernel made in between; one
+ * packet then goes unreported, which this fallback accepts.
  */
 export function sweepAged(meta: BpfMap, nowNs: bigint): { batch: Buffer; count: number } {
-  const value = Buffer.alloc(meta.valueSize);
+  const all = Buffer.alloc(meta.valueBufferSize);
+  const stride = all.length / numPossibleCpus();
   const records: Buffer[] = [];
   for (const key of meta.keys()) {
-    if (!meta.lookup(key, value)) continue;
-    const igTs = value.readBigUInt64LE(0);
-    if (nowNs - igTs < MAX_AGE_NS) continue;
-    meta.delete(key);
-    const tuple = value.subarray(META_TUPLE, META_TUPLE + TupleLayout.size);
-    const sample = synthesizePacket(tuple);
-    const ev = Buffer.alloc(EventLayout.size + sample.length);
-    ev[EventLayout.type] = EVENT_DROP;
-    ev[EventLayout.flags] = F_INGRESS;
-    ev.writeUInt16LE(sample.length, EventLayout.sampleLen);
-    ev.writeUInt32LE(value.readUInt32LE(8), EventLayout.igIfindex);
-    ev.writeUInt32LE(sample.length - 14, EventLayout.pktLen);
-    ev.writeBigUInt64LE(igTs, EventLayout.igTs);
-    ev.writeBigUInt64LE(nowNs, EventLayout.egTs);
-    tuple.copy(ev, EventLayout.preNat);
-    tuple.copy(ev, EventLayout.postNat);
-    sample.copy(ev, EventLayout.size);
-    records.push(ev);
+    if (!meta.lookup(key, all)) continue;
+    let changed = false;
+    for (let off = 0; off < all.length; off += stride) {
+      const igTs = all.readBigUInt64LE(off + META_IG_TS);
+      if (all.readBigUInt64LE(off) === 0n || nowNs - igTs < MAX_AGE_NS) continue;
+      all.writeBigUInt64LE(0n, off); // consumed
+      changed = true;
+      const tuple = all.subarray(off + META_TUPLE, off + META_TUPLE + TupleLayout.size);
+      records.push(dropEvent(tuple, all.readUInt32LE(off + META_IFINDEX), igTs, nowNs));
+    }
+    if (changed) meta.update(key, all);
   }
   return { batch: frameBatch(records), count: records.length };
+}
+
+function dropEvent(tuple: Buffer, ifindex: number, igTs: bigint, nowNs: bigint): Buffer {
+  const sample = synthesizePacket(tuple);
+  const ev = Buffer.alloc(EventLayout.size + sample.length);
+  ev[EventLayout.type] = EVENT_DROP;
+  ev[EventLayout.flags] = F_INGRESS;
+  ev.writeUInt16LE(sample.length, EventLayout.sampleLen);
+  ev.writeUInt32LE(ifindex, EventLayout.igIfindex);
+  ev.writeUInt32LE(sample.length - 14, EventLayout.pktLen);
+  ev.writeBigUInt64LE(igTs, EventLayout.igTs);
+  ev.writeBigUInt64LE(nowNs, EventLayout.egTs);
+  tuple.copy(ev, EventLayout.preNat);
+  tuple.copy(ev, EventLayout.postNat);
+  sample.copy(ev, EventLayout.size);
+  return ev;
 }
 
 /** Runs sweepAged every second and hands the drops to the pipeline. */

@@ -1,7 +1,12 @@
 // The pods the daemon observes: one record per CNI attachment (network, container id, ifname),
 // learned from the plugin's notices, its spool, and the pins in bpffs. Records are persisted
 // (one small JSON file each) so that a restarted daemon knows its pods again.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+//
+// Records hold what the node knows (CNI and kernel); Kubernetes metadata (labels, owner) is
+// joined in by the API when it answers, so a pod deleted in the API loses its metadata at once
+// while its attachment lives as long as its veth does (CNI DEL, or reconcile finding the veth
+// gone, forgets it).
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import * as bpf from '../../bpf/index';
@@ -11,6 +16,7 @@ import {
 import type { PinLayout } from '../../bpf/pins';
 import type { AttachmentNotice } from '../api/protocol';
 import { readSpool, removeSpoolEntry } from '../../plugin/spool';
+import { WarnLimiter } from './warn-limiter';
 
 export type AttachmentState = 'ok' | 'missing' | 'repairing';
 
@@ -27,9 +33,6 @@ export interface AttachmentRecord extends AttachmentKey {
   attachedAt?: string;
   state: AttachmentState;
   lastError?: string;
-  /** from the Kubernetes pod watch, when there is one */
-  labels?: Record<string, string>;
-  owner?: { kind: string; name: string } | null;
 }
 
 export interface ReconcileCounters {
@@ -47,20 +50,38 @@ export interface Logger {
   debug(obj: object, msg?: string): void;
 }
 
+export interface RegistryOptions {
+  layout: PinLayout;
+  /** this version's programs, for (re)attaching */
+  programs: () => ProgramSet;
+  stateDir: string;
+  spoolDir: string;
+  log: Logger;
+  /** repeated warnings (a repair failing every pass) are logged once per interval and key */
+  warnings?: WarnLimiter;
+}
+
+/** How long a plugin ADD or DEL in progress may leave pins and records apart. */
+const PLUGIN_GRACE_MS = 5000;
+
 const keyOf = (k: AttachmentKey) => `${k.network}/${k.containerId}/${k.ifname}`;
 
 export class AttachmentRegistry {
   private readonly records = new Map<string, AttachmentRecord>();
+  /** attachments whose pins all vanished, since when (a plugin DEL in progress, or tampering) */
+  private readonly pinsGoneSince = new Map<string, number>();
   readonly counters: ReconcileCounters = { runs: 0, repairs: 0, repairFailures: 0, forgotten: 0, spoolDrained: 0, stalePinsRemoved: 0 };
+  readonly warnings: WarnLimiter;
+  private readonly layout: PinLayout;
+  private readonly programs: () => ProgramSet;
+  private readonly stateDir: string;
+  private readonly spoolDir: string;
+  private readonly log: Logger;
 
-  constructor(
-    private readonly layout: PinLayout,
-    private readonly programs: () => ProgramSet,
-    private readonly stateDir: string,
-    private readonly spoolDir: string,
-    private readonly log: Logger,
-  ) {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  constructor(o: RegistryOptions) {
+    ({ layout: this.layout, programs: this.programs, stateDir: this.stateDir, spoolDir: this.spoolDir, log: this.log } = o);
+    this.warnings = o.warnings ?? new WarnLimiter(o.log);
+    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
     this.loadState();
   }
 
@@ -90,9 +111,6 @@ export class AttachmentRegistry {
       mode: n.mode, programIds: n.programIds ?? [], attachedAt: n.attachedAt, state: n.error ? 'missing' : 'ok',
       lastError: n.error,
     };
-    const old = this.records.get(keyOf(rec));
-    if (old?.labels) rec.labels = old.labels;
-    if (old?.owner !== undefined) rec.owner = old.owner;
     this.put(rec);
     if (rec.state !== 'ok') this.repair(rec);
     return rec;
@@ -103,21 +121,9 @@ export class AttachmentRegistry {
     try {
       detachPod(this.layout, key);
     } catch (e) {
-      this.log.warn({ attachment: keyOf(key), err: (e as Error).message }, 'could not remove the pins of a deleted attachment');
+      this.warnings.warn(`detach ${keyOf(key)}`, { attachment: keyOf(key), err: (e as Error).message }, 'could not remove the pins of a deleted attachment');
     }
     this.forget(key);
-  }
-
-  /** Enriches records with what the Kubernetes API says about their pod. */
-  setPodMetadata(namespace: string, name: string, meta: { uid?: string; labels: Record<string, string>; owner: { kind: string; name: string } | null }): void {
-    for (const r of this.records.values()) {
-      if (r.podNamespace === namespace && r.podName === name) {
-        r.labels = meta.labels;
-        r.owner = meta.owner;
-        if (meta.uid && !r.podUid) r.podUid = meta.uid;
-        this.persist(r);
-      }
-    }
   }
 
   /**
@@ -128,16 +134,36 @@ export class AttachmentRegistry {
   reconcile(): void {
     this.counters.runs++;
     this.drainSpool();
-    for (const r of this.list()) this.check(r);
+    for (const r of this.list()) this.guarded(keyOf(r), () => this.check(r));
     for (const key of listPodAttachments(this.layout)) {
       if (this.records.has(keyOf(key))) continue;
-      const ifindex = this.pinnedIfindex(key);
-      if (ifindex !== undefined && isPodAttached(ifindex)) {
-        this.put({ ...key, hostIfindex: ifindex, hostIfname: safeIfname(ifindex), ips: [], programIds: [], state: 'ok' });
-      } else {
-        detachPod(this.layout, key);
-        this.counters.stalePinsRemoved++;
-      }
+      this.guarded(keyOf(key), () => this.adoptOrRemovePins(key));
+    }
+  }
+
+  /** One attachment's trouble must not stop the pass over the others. */
+  private guarded(key: string, step: () => void): void {
+    try {
+      step();
+    } catch (e) {
+      this.warnings.warn(`reconcile ${key}`, { attachment: key, err: (e as Error).message }, 'reconcile step failed');
+    }
+  }
+
+  /** Pins without a record: still on a live hook, they are adopted; otherwise they are stale. */
+  private adoptOrRemovePins(key: AttachmentKey): void {
+    // A plugin ADD in progress pins before it notifies: give its notice time to arrive.
+    if (Date.now() - this.pinDirMtime(key) < PLUGIN_GRACE_MS) return;
+    const ifindex = this.pinnedIfindex(key);
+    if (ifindex !== undefined && isPodAttached(ifindex)) {
+      this.put({
+        ...key, hostIfindex: ifindex, hostIfname: safeIfname(ifindex), ips: [], programIds: ourProgramIds(ifindex), state: 'ok',
+      });
+      this.log.info({ attachment: keyOf(key), ifindex }, 'adopted pinned attachment without a record');
+    } else {
+      detachPod(this.layout, key);
+      this.counters.stalePinsRemoved++;
+      this.log.info({ attachment: keyOf(key) }, 'removed stale pins');
     }
   }
 
@@ -159,14 +185,35 @@ export class AttachmentRegistry {
       return;
     }
     if (isPodAttached(r.hostIfindex)) {
-      if (r.state !== 'ok') {
+      this.pinsGoneSince.delete(keyOf(r));
+      // A restarted daemon swaps its programs into the existing links: the ids change.
+      const ids = ourProgramIds(r.hostIfindex);
+      if (r.state !== 'ok' || ids.join() !== r.programIds.join()) {
         r.state = 'ok';
         r.lastError = undefined;
+        r.programIds = ids;
         this.persist(r);
+        this.warnings.clear(`repair ${keyOf(r)}`);
       }
       return;
     }
+    // All pins gone from an attachment that was fine: a plugin DEL is removing it and its
+    // notice (or spool record) follows. Repair only if none came within the grace period.
+    if (r.state === 'ok' && !existsSync(this.layout.attachment(r.network, r.containerId, r.ifname))) {
+      const since = this.pinsGoneSince.get(keyOf(r)) ?? Date.now();
+      this.pinsGoneSince.set(keyOf(r), since);
+      if (Date.now() - since < PLUGIN_GRACE_MS) return;
+    }
+    this.pinsGoneSince.delete(keyOf(r));
     this.repair(r);
+  }
+
+  private pinDirMtime(key: AttachmentKey): number {
+    try {
+      return statSync(this.layout.attachment(key.network, key.containerId, key.ifname)).mtimeMs;
+    } catch {
+      return 0;
+    }
   }
 
   /** Attaches our programs again (found missing, or the plugin could not). */
@@ -186,12 +233,13 @@ export class AttachmentRegistry {
         attachedAt: new Date().toISOString(), state: 'ok' as const, lastError: undefined,
       });
       this.counters.repairs++;
+      this.warnings.clear(`repair ${keyOf(r)}`);
       this.log.info({ attachment: keyOf(r), ifindex }, 'attachment repaired');
     } catch (e) {
       r.state = 'missing';
       r.lastError = (e as Error).message;
       this.counters.repairFailures++;
-      this.log.warn({ attachment: keyOf(r), err: r.lastError }, 'attachment could not be repaired');
+      this.warnings.warn(`repair ${keyOf(r)}`, { attachment: keyOf(r), err: r.lastError }, 'attachment could not be repaired');
     }
     this.persist(r);
   }
@@ -201,12 +249,18 @@ export class AttachmentRegistry {
     try {
       entries = readSpool(this.spoolDir);
     } catch (e) {
-      this.log.warn({ spool: this.spoolDir, err: (e as Error).message }, 'cannot read the spool');
+      this.warnings.warn('spool', { spool: this.spoolDir, err: (e as Error).message }, 'cannot read the spool');
       return;
     }
     for (const e of entries) {
-      if (e.op === 'add') this.added({ ...e.notice, error: e.notice.error ?? (e.reasons.join('; ') || 'spooled') });
-      else this.deleted(e.key);
+      // An ADD the daemon missed: the plugin may well have attached (only the notify failed),
+      // so the kernel is checked before anything is repaired.
+      if (e.op === 'add') {
+        const rec = this.added(e.notice);
+        if (rec.state === 'ok') this.guarded(keyOf(rec), () => this.check(rec));
+      } else {
+        this.deleted(e.key);
+      }
       removeSpoolEntry(this.spoolDir, { key: e.key, id: e.id });
       this.counters.spoolDrained++;
     }
@@ -260,6 +314,11 @@ export class AttachmentRegistry {
       }
     }
   }
+}
+
+/** Ids of our programs on the host interface's hooks, ingress then egress. */
+function ourProgramIds(ifindex: number): number[] {
+  return (['ingress', 'egress'] as const).flatMap((d) => bpf.query(ifindex, d).filter((h) => h.ours).map((h) => h.progId));
 }
 
 function safeIfname(ifindex: number): string | undefined {

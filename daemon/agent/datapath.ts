@@ -110,10 +110,14 @@ export class NodeDatapath {
     for (const direction of ['ingress', 'egress']) bpf.detachPinnedLink(join(dir, direction));
   }
 
-  /** Attaches the kfree_skb tracepoint program (replacing an older one); false if the kernel refuses. */
+  /** Releases the drop tracepoint of an earlier run (a tracing link goes when its pin does). */
+  detachDrops(): void {
+    bpf.detachPinnedLink(this.opts.layout.dropLink);
+  }
+
+  /** Attaches the kfree_skb tracepoint program; false if the kernel refuses. */
   attachDrops(): boolean {
     const pin = this.opts.layout.dropLink;
-    bpf.detachPinnedLink(pin);
     try {
       this.obj.attachTracing(DROP_PROGRAM, pin);
       return true;

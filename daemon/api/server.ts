@@ -96,9 +96,16 @@ export async function listenUnix(path: string, routes: Route[]): Promise<Server>
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   if (existsSync(path)) unlinkSync(path); // a stale socket of an earlier run
   const server = createServer(handler(routes, false));
+  // Created 0600 through the umask (bind happens inside listen(), synchronously), so there is no
+  // window in which others could connect; the chmod only makes it explicit.
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve());
+    const umask = process.umask(0o177);
+    try {
+      server.listen(path, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
   chmodSync(path, 0o600);
   return server;

@@ -22,8 +22,10 @@ export function callApi(socketPath: string, method: string, path: string, body?:
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+      if (e.code === 'ENOENT') {
         reject(new ClientError(`the daemon is not running (no socket at ${socketPath})`, 3));
+      } else if (e.code === 'ECONNREFUSED') {
+        reject(new ClientError(`the daemon is not running (nothing listens on ${socketPath})`, 3));
       } else if (e.code === 'EACCES' || e.code === 'EPERM') {
         reject(new ClientError(`permission denied on ${socketPath}: run as root`, 4));
       } else {

@@ -59,17 +59,38 @@ async function get(args: CliArgs, path: string): Promise<unknown> {
 interface AttachmentRow {
   network: string; containerId: string; ifname: string; podNamespace?: string; podName?: string; hostIfname?: string;
   hostIfindex?: number; ips: string[]; mode?: string; state: string; attachedAt?: string; lastError?: string;
+  owner?: { kind: string; name: string } | null;
 }
 
+interface PodReply {
+  namespace: string; name: string; uid: string | null; labels: Record<string, string> | null;
+  owner: { kind: string; name: string } | null; podIPs: string[]; phase: string | null; attachments: AttachmentRow[];
+}
+
+const ownerText = (o: { kind: string; name: string } | null | undefined) => (o ? `${o.kind}/${o.name}` : '-');
+
 function attachmentTable(atts: AttachmentRow[]): string {
-  const rows = [['NAMESPACE', 'POD', 'IFINDEX', 'HOST IF', 'IPS', 'MODE', 'STATE', 'SINCE', 'CONTAINER']];
+  const rows = [['NAMESPACE', 'POD', 'IFINDEX', 'HOST IF', 'IPS', 'MODE', 'STATE', 'SINCE', 'OWNER', 'CONTAINER']];
   for (const a of atts) {
     rows.push([
       a.podNamespace ?? '-', a.podName ?? '-', String(a.hostIfindex ?? '-'), a.hostIfname ?? '-', a.ips.join(',') || '-',
-      a.mode ?? '-', a.state + (a.lastError ? ` (${a.lastError})` : ''), a.attachedAt ?? '-', a.containerId.slice(0, 12),
+      a.mode ?? '-', a.state + (a.lastError ? ` (${a.lastError})` : ''), a.attachedAt ?? '-', ownerText(a.owner), a.containerId.slice(0, 12),
     ]);
   }
   return table(rows);
+}
+
+function podText(p: PodReply): string {
+  const labels = p.labels ? Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-' : '(not known to the Kubernetes API)';
+  const head = [
+    `pod       ${p.namespace}/${p.name}`,
+    `uid       ${p.uid ?? '-'}`,
+    `phase     ${p.phase ?? '-'}`,
+    `ips       ${p.podIPs.join(',') || '-'}`,
+    `owner     ${ownerText(p.owner)}`,
+    `labels    ${labels}`,
+  ].join('\n');
+  return `${head}\n\n${p.attachments.length ? attachmentTable(p.attachments) : 'no attachment on this node\n'}`;
 }
 
 /** Runs a CLI command; returns the exit code. */
@@ -93,8 +114,8 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
         const ref = args.rest[0] ?? '';
         const m = /^([^/]+)\/([^/]+)$/.exec(ref);
         if (!m) throw new ClientError('pod wants NAMESPACE/NAME', 2);
-        const r = (await get(args, `/v1/pods/${encodeURIComponent(m[1])}/${encodeURIComponent(m[2])}`)) as { attachments: AttachmentRow[] };
-        print(r, () => attachmentTable(r.attachments));
+        const r = (await get(args, `/v1/pods/${encodeURIComponent(m[1])}/${encodeURIComponent(m[2])}`)) as PodReply;
+        print(r, () => podText(r));
         return 0;
       }
       case 'topology': {

@@ -1,17 +1,23 @@
 // Sends encoded reports by UDP to one or more INT collectors without ever blocking the event
 // pipeline and without growing when a collector is slow, down or unreachable.
 //
-// - Each collector has its own bounded queue of preallocated slots. send() copies the report
-//   into a slot (the caller may reuse its buffer at once); when the queue is full, the oldest
-//   waiting report (drop-oldest, the default: fresh telemetry is worth more) or the new one
-//   (drop-newest) is dropped and counted.
-// - A flush runs once per event-loop turn while reports wait, handing up to `maxBatch` datagrams
-//   per collector to the kernel, with at most `maxInFlight` sends not yet completed; memory is
-//   (queueLimit + maxInFlight) * slotSize per collector, whatever happens downstream.
+// - Each collector has its own bounded queue: a ring of preallocated slots in one buffer. send()
+//   copies the report into a slot (the caller may reuse its buffer at once); when the ring is
+//   full, the oldest waiting report (drop-oldest, the default: fresh telemetry is worth more) or
+//   the new one (drop-newest) is dropped and counted. Memory is queueLimit * slotSize per
+//   collector, whatever happens downstream.
+// - A flush runs on the next event-loop turn once reports wait and hands each collector's ring to
+//   the kernel with sendmmsg (through the addon, bpf/udp.ts): up to `maxBatch` datagrams in one
+//   system call, straight from the ring; runs of reports of one length go as single UDP GSO
+//   messages, so the stack is crossed once per run (a path without GSO falls back to one
+//   message per report). The call never blocks and completes at once, so nothing
+//   is "in flight": when the socket buffer is full (EAGAIN) the reports stay queued and the flush
+//   is retried shortly after.
 // - Each collector gets a connected UDP socket, so ICMP errors (port unreachable, ...) come back
-//   as ECONNREFUSED on a send or on the socket; both are counted, neither is fatal.
+//   as ECONNREFUSED on a later send; the report that send carried is counted as a send error,
+//   never thrown.
 // - A DNS name is resolved at start and every `resolveIntervalMs`; when its address changes a new
-//   socket takes over and the old one closes once its sends complete.
+//   socket takes over and the old one is closed.
 //
 // Identity and sequence numbers: the spec numbers reports "from a specific hw_id to a particular
 // telemetry report destination". So one ReportSender is one hw_id (give each sending worker its
@@ -21,13 +27,22 @@
 // taken for every report offered to a collector, including those this sender drops, so a
 // collector sees our own losses as gaps too.
 
-import dgram from 'node:dgram';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { EAGAIN, EINVAL, EIO, errnoName, udpClose, udpOpen, udpSendBatch } from '../../bpf/udp';
 
 export const DEFAULT_REPORT_PORT = 32766;
 const FIXED_HEADER_LEN = 12;
 const CONNECT_RETRY_MS = 1000;
+/** how soon a flush is retried after the socket buffer was full */
+const BLOCKED_RETRY_MS = 1;
+/** sendmmsg takes at most this many messages (UIO_MAXIOV) */
+const MAX_BATCH = 1024;
+/**
+ * Largest report sent by GSO: a segment must fit the path MTU with its headers, and 1200 bytes
+ * does for any IPv6 path (MTU >= 1280) and usual IPv4 ones; longer reports go one by one.
+ */
+const GSO_MAX_LEN = 1200;
 
 export interface CollectorAddress {
   host: string;
@@ -63,10 +78,10 @@ export interface SenderOptions {
   /** reports waiting per collector (default 1024) */
   queueLimit?: number;
   overflow?: OverflowPolicy;
-  /** sends handed to the socket and not yet completed, per collector (default 64) */
-  maxInFlight?: number;
-  /** datagrams per collector per flush (default 64) */
+  /** datagrams per collector per flush, one sendmmsg (default and most 1024) */
   maxBatch?: number;
+  /** socket send buffer, bytes (default 4 MiB; beyond net.core.wmem_max only with CAP_NET_ADMIN) */
+  sendBufferBytes?: number;
   /** largest report accepted, bytes (default 2048) */
   slotSize?: number;
   /** DNS re-resolution period (default 30 s) */
@@ -82,7 +97,10 @@ export interface SenderCounters {
   sent: number;
   /** sends that failed (each a lost report), e.g. ECONNREFUSED after an ICMP port unreachable */
   sendErrors: number;
-  /** asynchronous errors the socket reported (ICMP errors seen on receive) */
+  /**
+   * asynchronous socket errors seen apart from a send. The socket is never read, so an ICMP error
+   * surfaces on the next send and is counted in sendErrors: this stays 0 (kept for the metric).
+   */
   socketErrors: number;
   /** reports dropped because the queue was full (with drop-oldest: evicted after being queued) */
   droppedQueueFull: number;
@@ -97,7 +115,8 @@ export interface DestinationStats extends SenderCounters {
   /** the address currently sent to, null before the first resolution */
   address: string | null;
   queueLength: number;
-  inFlight: number;
+  /** flushes that found the socket buffer full (EAGAIN): the reports stayed queued */
+  wouldBlock: number;
   /** sequence number the next report will carry */
   nextSeq: number;
   lastError: string | null;
@@ -109,22 +128,14 @@ export interface SenderStats {
   destinations: DestinationStats[];
 }
 
-interface Slot {
-  buf: Buffer;
-  len: number;
-}
-
-/** One connected socket; outlives a re-resolution until its in-flight sends complete. */
-interface Connection {
-  socket: dgram.Socket;
-  address: string;
-  connected: boolean;
-  inFlight: number;
-  retired: boolean;
-}
-
 function newCounters(): SenderCounters {
   return { queued: 0, sent: 0, sendErrors: 0, socketErrors: 0, droppedQueueFull: 0, droppedBadSize: 0, resolveErrors: 0 };
+}
+
+/** A connected socket: its fd and the address it sends to. */
+interface Connection {
+  fd: number;
+  address: string;
 }
 
 class Destination {
@@ -133,25 +144,24 @@ class Destination {
   /** a resolve/connect is under way: the timers do not start another */
   establishing = false;
   lastError: string | null = null;
+  wouldBlock = 0;
+  /** reports up to this length go by GSO; 0 once the path refused it */
+  segmentMax = GSO_MAX_LEN;
   seq = 1;
-  inFlight = 0;
-  private readonly free: Slot[] = [];
-  private readonly ring: Slot[];
-  private head = 0;
+  /** the ring: slot i is memory[i * slotSize, +lengths[i]) */
+  readonly memory: Buffer;
+  readonly lengths: Uint32Array;
+  head = 0;
   count = 0;
 
   constructor(
     readonly text: string,
     readonly spec: CollectorAddress,
     readonly queueLimit: number,
-    maxInFlight: number,
     readonly slotSize: number,
   ) {
-    // Enough slots for a full queue plus every send in flight: enqueue never allocates.
-    const slots = queueLimit + maxInFlight;
-    const memory = Buffer.alloc(slots * slotSize);
-    for (let i = 0; i < slots; i++) this.free.push({ buf: memory.subarray(i * slotSize, (i + 1) * slotSize), len: 0 });
-    this.ring = new Array<Slot>(queueLimit);
+    this.memory = Buffer.alloc(queueLimit * slotSize);
+    this.lengths = new Uint32Array(queueLimit);
   }
 
   takeSeq(): number {
@@ -161,37 +171,26 @@ class Destination {
   }
 
   enqueue(report: Buffer, length: number, hwId: number, seq: number, dropNewest: boolean): void {
-    let slot: Slot | undefined;
     if (this.count >= this.queueLimit) {
       this.counters.droppedQueueFull++;
       if (dropNewest) return;
-      slot = this.dequeue();
-    } else {
-      slot = this.free.pop();
+      this.consume(1); // the oldest slot is overwritten below
     }
-    if (slot === undefined) {
-      this.counters.droppedQueueFull++; // cannot happen while the slot budget holds; never throw here
-      return;
-    }
-    report.copy(slot.buf, 0, 0, length);
-    slot.len = length;
-    slot.buf[3] = (slot.buf[3] & 0xc0) | hwId; // keep the reserved bits as the encoder wrote them
-    slot.buf.writeUInt32BE(seq, 4);
-    this.ring[(this.head + this.count) % this.queueLimit] = slot;
+    const slot = (this.head + this.count) % this.queueLimit;
+    const at = slot * this.slotSize;
+    const mem = this.memory;
+    report.copy(mem, at, 0, length);
+    this.lengths[slot] = length;
+    mem[at + 3] = (mem[at + 3] & 0xc0) | hwId; // keep the reserved bits as the encoder wrote them
+    mem.writeUInt32BE(seq, at + 4);
     this.count++;
     this.counters.queued++;
   }
 
-  dequeue(): Slot | undefined {
-    if (this.count === 0) return undefined;
-    const slot = this.ring[this.head];
-    this.head = (this.head + 1) % this.queueLimit;
-    this.count--;
-    return slot;
-  }
-
-  release(slot: Slot): void {
-    this.free.push(slot);
+  /** Removes n reports from the front of the ring. */
+  consume(n: number): void {
+    this.head = (this.head + n) % this.queueLimit;
+    this.count -= n;
   }
 }
 
@@ -203,13 +202,14 @@ export class ReportSender {
   readonly hwId: number;
   private readonly destinations: Destination[];
   private readonly overflowNewest: boolean;
-  private readonly maxInFlight: number;
   private readonly maxBatch: number;
+  private readonly sendBufferBytes: number;
   private readonly lookup: (host: string) => Promise<{ address: string; family: number }>;
   private readonly resolveTimer: NodeJS.Timeout;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly firstAttempts: Promise<void>[];
   private flushScheduled = false;
+  private blockedTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
   constructor(opts: SenderOptions) {
@@ -217,15 +217,16 @@ export class ReportSender {
     const hwId = opts.hwId ?? 0;
     if (!Number.isInteger(hwId) || hwId < 0 || hwId > 63) throw new Error(`sender: hwId ${hwId} is not 0-63`);
     const queueLimit = positive('queueLimit', opts.queueLimit ?? 1024);
-    this.maxInFlight = positive('maxInFlight', opts.maxInFlight ?? 64);
-    this.maxBatch = positive('maxBatch', opts.maxBatch ?? 64);
+    this.maxBatch = positive('maxBatch', opts.maxBatch ?? MAX_BATCH);
+    if (this.maxBatch > MAX_BATCH) throw new Error(`sender: maxBatch ${this.maxBatch} is more than ${MAX_BATCH}`);
+    this.sendBufferBytes = positive('sendBufferBytes', opts.sendBufferBytes ?? 4 * 1024 * 1024);
     const slotSize = positive('slotSize', opts.slotSize ?? 2048);
     if (slotSize < FIXED_HEADER_LEN) throw new Error(`sender: slotSize ${slotSize} is smaller than a report header`);
     this.hwId = hwId;
     this.overflowNewest = (opts.overflow ?? 'drop-oldest') === 'drop-newest';
     this.lookup = opts.lookup ?? ((host) => dnsLookup(host));
     const specs = opts.collectors.map((c) => ({ text: c, spec: parseCollectorAddress(c) }));
-    this.destinations = specs.map(({ text, spec }) => new Destination(text, spec, queueLimit, this.maxInFlight, slotSize));
+    this.destinations = specs.map(({ text, spec }) => new Destination(text, spec, queueLimit, slotSize));
     this.firstAttempts = this.destinations.map((d) => this.establish(d));
     this.resolveTimer = setInterval(() => {
       for (const d of this.destinations) if (d.spec.family === 0 || d.conn === null) void this.establish(d);
@@ -264,7 +265,7 @@ export class ReportSender {
         collector: d.text,
         address: d.conn?.address ?? null,
         queueLength: d.count,
-        inFlight: d.inFlight,
+        wouldBlock: d.wouldBlock,
         nextSeq: d.seq,
         lastError: d.lastError,
         ...d.counters,
@@ -274,12 +275,12 @@ export class ReportSender {
   }
 
   /**
-   * Waits until nothing is queued or in flight; false if `timeoutMs` passed first. Reports
-   * waiting for a collector that is not resolved or connected yet do not hold it up.
+   * Waits until nothing is queued; false if `timeoutMs` passed first. Reports waiting for a
+   * collector that is not resolved or connected yet do not hold it up.
    */
   async drain(timeoutMs = 1000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (this.destinations.some((d) => d.inFlight > 0 || (d.count > 0 && d.conn?.connected))) {
+    while (this.destinations.some((d) => d.count > 0 && d.conn !== null)) {
       if (Date.now() >= deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
@@ -293,7 +294,11 @@ export class ReportSender {
     clearInterval(this.resolveTimer);
     for (const t of this.retryTimers) clearTimeout(t);
     this.retryTimers.clear();
-    await Promise.all(this.destinations.map((d) => (d.conn ? closeSocket(d.conn.socket) : undefined)));
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
+    for (const d of this.destinations) {
+      if (d.conn) udpClose(d.conn.fd);
+      d.conn = null;
+    }
   }
 
   private scheduleFlush(): void {
@@ -306,32 +311,48 @@ export class ReportSender {
     this.flushScheduled = false;
     if (this.closed) return;
     let more = false;
+    let blocked = false;
     for (const d of this.destinations) {
-      const conn = d.conn;
-      if (conn === null || !conn.connected) continue; // waits (bounded) until connected
-      for (let n = 0; n < this.maxBatch && d.count > 0 && d.inFlight < this.maxInFlight; n++) {
-        const slot = d.dequeue()!;
-        d.inFlight++;
-        conn.inFlight++;
-        conn.socket.send(slot.buf, 0, slot.len, (err) => this.afterSend(d, conn, slot, err));
-      }
-      if (d.count > 0 && d.inFlight < this.maxInFlight) more = true;
+      if (d.conn === null || d.count === 0) continue; // waits (bounded) until connected
+      if (this.flushOne(d, d.conn.fd)) blocked = true;
+      else if (d.count > 0) more = true;
     }
     if (more) this.scheduleFlush();
+    // A full socket buffer empties at the link's pace: look again soon rather than spin.
+    if (blocked && this.blockedTimer === null) {
+      this.blockedTimer = setTimeout(() => {
+        this.blockedTimer = null;
+        this.scheduleFlush();
+      }, BLOCKED_RETRY_MS);
+    }
   };
 
-  private afterSend(d: Destination, conn: Connection, slot: Slot, err: Error | null): void {
-    d.inFlight--;
-    conn.inFlight--;
-    d.release(slot);
-    if (err) {
-      d.counters.sendErrors++;
-      d.lastError = errorText(err);
-    } else {
-      d.counters.sent++;
+  /** Hands up to maxBatch queued reports to the kernel; true when the socket buffer was full. */
+  private flushOne(d: Destination, fd: number): boolean {
+    let budget = Math.min(this.maxBatch, d.count);
+    while (budget > 0) {
+      const r = udpSendBatch(fd, d.memory, d.lengths, d.slotSize, d.head, budget, d.segmentMax);
+      if ((r === -EIO || r === -EINVAL) && d.segmentMax > 0) {
+        d.segmentMax = 0; // no GSO here (no checksum offload, small MTU): one message per report
+        continue;
+      }
+      if (r === -EAGAIN) {
+        d.wouldBlock++;
+        return true;
+      }
+      if (r === 0) return true; // nothing taken without an error: treat as a full buffer
+      const n = r > 0 ? r : 1;
+      if (r > 0) {
+        d.counters.sent += r;
+      } else {
+        // The first report failed (e.g. ECONNREFUSED after an ICMP port unreachable): it is lost.
+        d.counters.sendErrors++;
+        d.lastError = errnoName(-r);
+      }
+      d.consume(n);
+      budget -= n;
     }
-    if (conn.retired && conn.inFlight === 0) void closeSocket(conn.socket);
-    if (d.count > 0) this.scheduleFlush();
+    return false;
   }
 
   /** Resolves the collector's address and connects a socket to it if it changed. */
@@ -347,10 +368,9 @@ export class ReportSender {
 
   private async resolveAndConnect(d: Destination): Promise<void> {
     let address = d.spec.host;
-    let family: number = d.spec.family;
-    if (family === 0) {
+    if (d.spec.family === 0) {
       try {
-        ({ address, family } = await this.lookup(d.spec.host));
+        ({ address } = await this.lookup(d.spec.host));
       } catch (err) {
         d.counters.resolveErrors++;
         d.lastError = `resolve ${d.spec.host}: ${errorText(err)}`;
@@ -358,38 +378,18 @@ export class ReportSender {
       }
     }
     if (this.closed || (d.conn !== null && d.conn.address === address)) return;
-    const socket = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
-    const conn: Connection = { socket, address, connected: false, inFlight: 0, retired: false };
-    await new Promise<void>((resolve) => {
-      socket.on('error', (err) => {
-        if (conn.connected) {
-          // Receive-side ICMP errors for earlier sends land here.
-          d.counters.socketErrors++;
-          d.lastError = errorText(err);
-          return;
-        }
-        d.counters.resolveErrors++;
-        d.lastError = `connect ${address}:${d.spec.port}: ${errorText(err)}`;
-        void closeSocket(socket);
-        this.retryLater(d);
-        resolve();
-      });
-      socket.connect(d.spec.port, address, () => {
-        conn.connected = true;
-        resolve();
-      });
-    });
-    if (!conn.connected) return;
-    if (this.closed) {
-      await closeSocket(socket);
+    let fd: number;
+    try {
+      fd = udpOpen(address, d.spec.port, this.sendBufferBytes);
+    } catch (err) {
+      d.counters.resolveErrors++;
+      d.lastError = `connect ${address}:${d.spec.port}: ${errorText(err)}`;
+      this.retryLater(d);
       return;
     }
-    const old = d.conn;
-    d.conn = conn;
-    if (old) {
-      old.retired = true;
-      if (old.inFlight === 0) void closeSocket(old.socket);
-    }
+    // Sends complete synchronously, so the old socket has nothing pending: close it now.
+    if (d.conn) udpClose(d.conn.fd);
+    d.conn = { fd, address };
     this.scheduleFlush();
   }
 
@@ -412,14 +412,4 @@ function positive(name: string, value: number): number {
 function errorText(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   return e?.code ?? e?.message ?? String(err);
-}
-
-function closeSocket(socket: dgram.Socket): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      socket.close(() => resolve());
-    } catch {
-      resolve(); // already closed
-    }
-  });
 }

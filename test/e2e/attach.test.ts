@@ -30,7 +30,7 @@ async function sendUdp(pod: Pod, n: number): Promise<void> {
 
 function readForeignCount(map: bpf.BpfMap): bigint {
   const v = Buffer.alloc(8);
-  assert.ok(map.lookup(Buffer.alloc(4), v));
+  assert.ok(map.lookup(Buffer.alloc(4), v), 'the foreign counter exists');
   return v.readBigUInt64LE();
 }
 

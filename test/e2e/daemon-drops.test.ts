@@ -98,7 +98,8 @@ test('a collector that is down costs nothing but counted, unsent reports', async
     await sleep(300);
     assert.equal((await daemon.api('GET', '/healthz')).status, 200, 'the daemon is healthy');
     const text = await (await import('../../daemon/cli/client')).callApi(daemon.socket, 'GET', '/metrics');
-    const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text.body)?.[1] ?? NaN);
+    // Sender metrics carry the collector as a label; there is one collector here.
+    const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'm').exec(text.body)?.[1] ?? NaN);
     const built = value('int_reports_built_total');
     assert.ok(built >= 5, `reports were built (${built})`);
     assert.equal(value('int_reports_queued_total'), built, 'every report was queued');
@@ -107,5 +108,29 @@ test('a collector that is down costs nothing but counted, unsent reports', async
     assert.equal(value('int_reports_sent_total') + value('int_reports_send_errors_total') + value('int_reports_dropped_queue_full_total'), built);
     const status = await daemon.api<{ collectors: { lastError: string | null }[] }>('GET', '/v1/status');
     assert.match(status.json.collectors[0].lastError ?? '', /ECONNREFUSED/, 'the refusal is known');
+  });
+});
+
+test('the aging fallback reports a dropped packet with reason unknown, and counts it', async () => {
+  await withScope(async (scope) => {
+    const node = await createNode(scope);
+    const a = await node.addPod();
+    const b = await node.addPod();
+    const sink = await ReportSink.start(scope);
+    const wl = watchlistFile(scope, `rules:\n  - src-addr: ${a.ipv4}/32\n    dst-addr: ${b.ipv4}/32\n`);
+    const daemon = await DaemonProcess.start(scope, { collector: sink.address, watchlist: wl, switchId: 7, extraArgs: ['--drop-detection', 'aging'] });
+    assert.equal(cniAdd(daemon, a, `cid-aging-a-${scope.prefix}`, 'aging-a').code, 0, 'ADD a');
+    assert.equal(cniAdd(daemon, b, `cid-aging-b-${scope.prefix}`, 'aging-b').code, 0, 'ADD b');
+    const status = await daemon.api<{ drops: string }>('GET', '/v1/status');
+    assert.equal(status.json.drops, 'aging');
+    const rule = ['FORWARD', '-s', `${a.ipv4}/32`, '-d', `${b.ipv4}/32`, '-p', 'udp', '--dport', '7003', '-j', 'DROP'];
+    await run(['iptables', '-I', ...rule]);
+    scope.defer('remove DROP rule', () => void run(['iptables', '-D', ...rule]));
+    await udpFlow(scope, { from: a, to: b, family: 4, sport: 49004, dport: 7003, count: 1, timeoutMs: 500 });
+    const drops = await sink.waitFor({ src: a.ipv4, dst: b.ipv4, protocol: IPPROTO.UDP, srcPort: 49004, dstPort: 7003, kind: 'drop' }, 1, 6000);
+    assert.equal(drops.length, 1, 'found by aging within about 3 s');
+    assert.deepEqual([drops[0].ingressPort, drops[0].dropReason, drops[0].egressPort], [a.hostIfindex, 0, 0]);
+    const metrics = await (await import('../../daemon/cli/client')).callApi(daemon.socket, 'GET', '/metrics');
+    assert.match(metrics.body, /^int_drops_aged_total [1-9]\d*$/m, 'aged drops are counted');
   });
 });

@@ -59,6 +59,8 @@ export interface DaemonOptions {
   /** existing run dir / pin root (a restart of the same daemon) */
   runDir?: string;
   pinRoot?: string;
+  /** extra environment (e.g. KUBECONFIG, INT_HOST_REPORTER_RECONCILE_MS), over the defaults */
+  env?: Record<string, string>;
 }
 
 export class DaemonProcess {
@@ -86,7 +88,9 @@ export class DaemonProcess {
     if (o.watchlist) args.push('-f', o.watchlist);
     if (o.switchId !== undefined) args.push('--switch-id', String(o.switchId));
     args.push(...(o.extraArgs ?? []));
-    const proc = scope.spawn(null, [process.execPath, ...args], { env: { ...process.env, INT_HOST_REPORTER_RECONCILE_MS: '300', KUBECONFIG: '', NODE_NAME: '' } });
+    const proc = scope.spawn(null, [process.execPath, ...args], {
+      env: { ...process.env, INT_HOST_REPORTER_RECONCILE_MS: '300', KUBECONFIG: '', NODE_NAME: '', ...o.env },
+    });
     const d = new DaemonProcess(proc, runDir, pinRoot);
     await d.waitHealthy();
     return d;

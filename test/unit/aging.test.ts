@@ -29,31 +29,40 @@ test('the synthesized packet decodes back to the tuple, with a valid IPv4 header
   assert.deepEqual([d6.ipVersion, d6.src, d6.dst, d6.srcPort, d6.dstPort], [6, 'fd00::1', 'fd00::2', 53, 5353]);
 });
 
-test('sweepAged turns only records older than 2 s into drop events, and removes them', () => {
+test('sweepAged turns only records older than 2 s into drop events, and clears them', () => {
   const obj = bpf.BpfObject.load();
   try {
     const meta = obj.map('int_meta');
+    const cpus = bpf.numPossibleCpus();
+    const stride = meta.valueBufferSize / cpus;
     const now = 10_000_000_000n;
-    const put = (key: bigint, igTs: bigint, ifindex: number, t: Buffer) => {
-      const k = Buffer.alloc(8);
-      k.writeBigUInt64LE(key);
-      const v = Buffer.alloc(meta.valueSize);
-      v.writeBigUInt64LE(igTs, 0);
-      v.writeUInt32LE(ifindex, 8);
-      t.copy(v, 16);
-      meta.update(k, v);
+    // Slot 3: an old record on CPU 0 and a young one on the last CPU.
+    const all = Buffer.alloc(meta.valueBufferSize);
+    const put = (cpu: number, igTs: bigint, ifindex: number, t: Buffer) => {
+      const off = cpu * stride;
+      all.writeBigUInt64LE(0xabcn + BigInt(cpu), off);
+      all.writeBigUInt64LE(igTs, off + 8);
+      all.writeUInt32LE(ifindex, off + 16);
+      t.copy(all, off + 24);
     };
     const old = tuple({ src: [10, 0, 0, 1], dst: [10, 0, 0, 2], sport: 1111, dport: 2222, proto: 17 });
-    put(1n, now - 3_000_000_000n, 42, old);
-    put(2n, now - 1_000_000_000n, 43, tuple({ src: [10, 0, 0, 3], dst: [10, 0, 0, 4], sport: 1, dport: 2, proto: 17 }));
+    put(0, now - 3_000_000_000n, 42, old);
+    put(cpus - 1, now - 1_000_000_000n, 43, tuple({ src: [10, 0, 0, 3], dst: [10, 0, 0, 4], sport: 1, dport: 2, proto: 17 }));
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(3);
+    meta.update(key, all);
     const { batch, count } = sweepAged(meta, now);
-    assert.equal(count, 1, 'one record is older than 2 s');
+    assert.equal(count, cpus > 1 ? 1 : 0, 'only the record older than 2 s');
+    if (cpus === 1) return;
     const [ev] = bpf.decodeBatch(batch);
     assert.deepEqual(
       { type: ev.type, ig: ev.ingressIfindex, eg: ev.egressIfindex, igTs: ev.ingressTs, egTs: ev.egressTs, reason: ev.dropReason, src: ev.postNat.src, sport: ev.postNat.srcPort },
       { type: 'drop', ig: 42, eg: 0, igTs: now - 3_000_000_000n, egTs: now, reason: 0, src: '10.0.0.1', sport: 1111 },
     );
-    assert.equal([...meta.keys()].length, 1, 'the aged record is gone, the young one stays');
+    const after = Buffer.alloc(meta.valueBufferSize);
+    assert.ok(meta.lookup(key, after), 'the slot is readable');
+    assert.equal(after.readBigUInt64LE(0), 0n, 'the aged record is cleared');
+    assert.equal(after.readBigUInt64LE((cpus - 1) * stride), 0xabcn + BigInt(cpus - 1), 'the young one stays');
   } finally {
     obj.close();
   }

@@ -262,7 +262,7 @@ for (const [family, listen] of [
     const c = await startCollector({ listen, onReport: (r) => reports.push(r), onMalformed: (code) => malformed.push(code) });
     try {
       assert.equal(c.address.host, family === 6 ? '::1' : '127.0.0.1');
-      assert.ok(c.address.port > 0);
+      assert.ok(c.address.port > 0, 'an ephemeral port was bound');
       const other = Buffer.from(FLOW_REPORT_VECTOR);
       other.writeUInt32BE(0x0a000001, 12);
       await sendAll(family, c.address, [FLOW_REPORT_VECTOR, DROP_REPORT_VECTOR, Buffer.from('junk'), other, Buffer.alloc(0)]);

@@ -187,6 +187,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAttach(env, exports);
   InitNetlink(env, exports);
   InitReader(env, exports);
+  InitUdp(env, exports);
   return exports;
 }
 

@@ -32,5 +32,6 @@ Napi::Object InitObject(Napi::Env env, Napi::Object exports);
 Napi::Object InitAttach(Napi::Env env, Napi::Object exports);
 Napi::Object InitNetlink(Napi::Env env, Napi::Object exports);
 Napi::Object InitReader(Napi::Env env, Napi::Object exports);
+Napi::Object InitUdp(Napi::Env env, Napi::Object exports);
 
 }  // namespace ihr
