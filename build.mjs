@@ -152,7 +152,10 @@ async function buildBundles() {
   const esbuild = require('esbuild');
   const entries = [
     { entry: join(root, 'daemon', 'main.ts'), outfile: join(dist, 'int-host-reporter.cjs') },
-    { entry: join(root, 'plugin', 'main.ts'), outfile: join(dist, 'cni', 'int-host-reporter') },
+    // The plugin is exec'd once per pod verb: minified and without the inline source map, its
+    // file is ~35 KB instead of ~250 KB to read and compile on every call.
+    { entry: join(root, 'plugin', 'main.ts'), outfile: join(dist, 'cni', 'int-host-reporter'),
+      options: { minify: true, legalComments: 'none', sourcemap: false } },
   ].filter((e) => existsSync(e.entry));
   for (const e of entries) {
     if (upToDate(e.outfile, [join(root, 'bpf'), join(root, 'daemon'), join(root, 'plugin')])) continue;
@@ -160,7 +163,7 @@ async function buildBundles() {
     await esbuild.build({
       entryPoints: [e.entry], outfile: e.outfile, bundle: true, platform: 'node', target: 'node20',
       format: 'cjs', sourcemap: 'inline', logLevel: 'warning', external: ['*.node'],
-      banner: { js: '#!/usr/bin/env node' },
+      banner: { js: '#!/usr/bin/env node' }, ...e.options,
     });
     chmodSync(e.outfile, 0o755);
   }

@@ -2,7 +2,7 @@
 // attach/detach). One JSON file per attachment key, replaced atomically (tmp + rename), so the
 // newest fact about a key wins: a DEL record replaces a pending ADD repair and vice versa.
 // The plugin writes; the daemon drains with readSpool + removeSpoolEntry.
-import { createHash, randomBytes } from 'node:crypto';
+import type * as Crypto from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AttachmentNotice } from '../daemon/api/protocol';
@@ -41,9 +41,16 @@ const TMP_PREFIX = '.tmp-';
 const RECORD_SUFFIX = '.json';
 const TMP_MAX_AGE_MS = 60_000;
 
+// node:crypto costs the plugin a few ms to load; only spool writes and removals of a present
+// record need it, so it is loaded on first use (a plain require: the bundle and tsx are CJS).
+let cryptoModule: typeof Crypto | undefined;
+function crypto(): typeof Crypto {
+  return (cryptoModule ??= require('node:crypto') as typeof Crypto);
+}
+
 /** Deterministic file name of a key; hashed so any network name / container id is a safe name. */
 export function spoolFileName(key: AttachmentKey): string {
-  const digest = createHash('sha256').update(`${key.network}\0${key.containerId}\0${key.ifname}`).digest('hex');
+  const digest = crypto().createHash('sha256').update(`${key.network}\0${key.containerId}\0${key.ifname}`).digest('hex');
   return digest.slice(0, 40) + RECORD_SUFFIX;
 }
 
@@ -58,14 +65,14 @@ export function writeSpoolRecord(
   const key: AttachmentKey = { network: notice.network, containerId: notice.containerId, ifname: notice.ifname };
   const file = spoolFileName(key);
   const record: SpoolRecord = {
-    version: SPOOL_RECORD_VERSION, id: randomBytes(8).toString('hex'), op, key, notice, reasons,
+    version: SPOOL_RECORD_VERSION, id: crypto().randomBytes(8).toString('hex'), op, key, notice, reasons,
     writtenAt: new Date().toISOString(),
   };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   return withLock(join(dir, LOCK_FILE), () => {
     const names = readdirSync(dir);
     removeOldTmpFiles(dir, names);
-    const pending = names.filter((n) => n.endsWith(RECORD_SUFFIX) && !n.startsWith('.'));
+    const pending = names.filter(isRecordName);
     const max = options.maxEntries ?? MAX_SPOOL_ENTRIES;
     if (!pending.includes(file) && pending.length >= max) {
       return { written: false, reason: `spool ${dir} is full (${pending.length} of ${max} records)` };
@@ -88,7 +95,7 @@ export function readSpool(dir: string): SpoolEntry[] {
   }
   const entries: SpoolEntry[] = [];
   for (const file of names) {
-    if (!file.endsWith(RECORD_SUFFIX) || file.startsWith('.')) continue;
+    if (!isRecordName(file)) continue;
     const record = readRecord(join(dir, file));
     if (record) entries.push({ ...record, file });
   }
@@ -101,12 +108,19 @@ export function readSpool(dir: string): SpoolEntry[] {
  * Returns whether a file was removed.
  */
 export function removeSpoolEntry(dir: string, entry: { key: AttachmentKey; id?: string }): boolean {
-  const path = join(dir, spoolFileName(entry.key));
+  // Fast path, without the lock: a record that is not in the spool now has nothing to remove
+  // (records appear by atomic rename, so this read is as good as one taken under the lock).
+  // The plugin calls this after every successful ADD/DEL, where the spool is mostly empty.
+  let names: string[];
   try {
-    statSync(dir);
+    names = readdirSync(dir);
   } catch {
     return false;
   }
+  if (!names.some(isRecordName)) return false;
+  const file = spoolFileName(entry.key);
+  if (!names.includes(file)) return false;
+  const path = join(dir, file);
   return withLock(join(dir, LOCK_FILE), () => {
     if (entry.id !== undefined) {
       const current = readRecord(path);
@@ -120,6 +134,10 @@ export function removeSpoolEntry(dir: string, entry: { key: AttachmentKey; id?: 
       throw err;
     }
   });
+}
+
+function isRecordName(name: string): boolean {
+  return name.endsWith(RECORD_SUFFIX) && !name.startsWith('.');
 }
 
 function readRecord(path: string): SpoolRecord | undefined {

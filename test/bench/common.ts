@@ -22,8 +22,27 @@ export class UdpSink {
     return `127.0.0.1:${this.port}`;
   }
 
-  /** Datagrams received so far. */
+  /**
+   * Datagrams that reached the sink's socket so far: those the sink process read, plus those
+   * the kernel dropped from its receive buffer because the sink (one datagram per callback)
+   * could not keep up. What the collector host got is the first plus the second.
+   */
   async count(): Promise<number> {
+    return (await this.received()) + this.socketDrops();
+  }
+
+  /** The kernel's drop count of the sink's socket (last column of /proc/net/udp). */
+  socketDrops(): number {
+    const local = `0100007F:${this.port.toString(16).toUpperCase().padStart(4, '0')}`;
+    for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[1] === local) return Number(f[f.length - 1]);
+    }
+    return 0;
+  }
+
+  /** Datagrams the sink process read so far. */
+  async received(): Promise<number> {
     const from = this.proc.lines.length;
     process.kill(this.proc.pid, 'SIGUSR2');
     const deadline = Date.now() + 5000;
@@ -56,8 +75,8 @@ export class BenchDatapath {
 
   private constructor(readonly obj: bpf.BpfObject) {}
 
-  static load(scope: Scope, opts: bpf.LoadOptions = {}): BenchDatapath {
-    const d = new BenchDatapath(bpf.BpfObject.load(undefined, opts));
+  static load(scope: Scope, opts: bpf.LoadOptions = {}, objectPath?: string): BenchDatapath {
+    const d = new BenchDatapath(bpf.BpfObject.load(objectPath, opts));
     scope.defer('close bench datapath', () => d.close());
     return d;
   }

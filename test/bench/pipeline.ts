@@ -362,9 +362,10 @@ export async function benchPipeline(scope: Scope, o: PipelineBenchOptions, log: 
       `Medians of ${o.trials} trials; A and B: ${o.floodSeconds} s UDP floods of 64-byte datagrams between two pods (about ${fmtInt(floodPps)} packets/s reached the receiver in A).`,
       'CPU: A and C = this process (pipeline thread + native reader thread), from process.cpuUsage(); B = the daemon pid, utime+stime from /proc/<pid>/stat.',
       'Lag: monitorEventLoopDelay in this process (A, C). The daemon exposes no event-loop metric: B lag not exposed (n/e).',
-      'Losses: kernel = events_lost counter (perf buffer full), reader = lost samples reported to the reader, sender = dropped from its bounded queue or failed sends, sink = sent but not counted by the sink process.',
+      'Losses: kernel = events_lost counter (perf buffer full), reader = lost samples reported to the reader, sender = dropped from its bounded queue or failed sends, sink = sent but never reached the sink\'s socket.',
+      'Delivered = datagrams that reached the sink\'s socket: read by the sink process, or dropped from its receive buffer because a Node sink reads one datagram per callback (the kernel\'s count in /proc/net/udp).',
       `Kernel cost with an event per packet: int_egress ${fmt(a.egressNs)} ns/run (run-time statistics during A).`,
-      'C feeds one batch per event-loop turn; the sender flushes at most 64 datagrams per collector per turn (maxBatch) with 64 in flight.',
+      'C feeds one batch per event-loop turn; the sender queues reports in a ring per collector and flushes them with one sendmmsg (UDP GSO for runs of equal-sized reports) per turn.',
       'D: the same batches through watchlist match + encode with the sender replaced by a counter (the cost of user-space work before the socket).',
     ],
   }];

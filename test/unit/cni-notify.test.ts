@@ -1,6 +1,7 @@
 // The notify client against a real node:http server on a unix socket in a temp dir.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
@@ -16,6 +17,7 @@ const notice = {
 let dir: string;
 let socketPath: string;
 let daemon: FakeDaemon | undefined;
+let rawServer: Server | undefined;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'ihr-notify-'));
   socketPath = join(dir, 'daemon.sock');
@@ -23,6 +25,9 @@ beforeEach(() => {
 afterEach(async () => {
   await daemon?.close();
   daemon = undefined;
+  const raw = rawServer;
+  rawServer = undefined;
+  if (raw) await new Promise<void>((resolve) => raw.close(() => resolve()));
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -65,6 +70,64 @@ describe('notify client', () => {
     daemon.hang = true;
     assert.deepEqual(await notifyDaemon(socketPath, 'add', notice, 150), { ok: false, error: 'daemon did not answer POST /v1/cni/add within 150 ms' });
     assert.equal(daemon.received.length, 1, 'the request was delivered');
+  });
+
+  // The client speaks HTTP/1.1 itself: the framings a server may choose, byte by byte.
+  async function rawDaemon(answer: (socket: Socket, request: string) => void): Promise<Server> {
+    const server = createServer((socket) => {
+      let request = '';
+      socket.on('data', (chunk: Buffer) => {
+        request += chunk.toString('latin1');
+        const head = request.indexOf('\r\n\r\n');
+        if (head < 0) return;
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(request.slice(0, head))?.[1] ?? 0);
+        if (request.length >= head + 4 + length) answer(socket, request);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    rawServer = server; // closed by afterEach
+    return server;
+  }
+
+  test('notify: the request is plain HTTP/1.1 with Host, Connection: close and a JSON body', async () => {
+    let seen = '';
+    await rawDaemon((socket, request) => {
+      seen = request;
+      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}');
+    });
+    const del = { network: 'n', containerId: 'c', ifname: 'eth0' };
+    assert.deepEqual(await notifyDaemon(socketPath, 'del', del), { ok: true, status: 200, body: '{}' });
+    const body = JSON.stringify(del);
+    assert.equal(seen, `POST /v1/cni/del HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  });
+
+  test('notify: chunked, split, up-to-EOF and interim (1xx) answers are read whole', async () => {
+    const answers = [
+      (s: Socket) => s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4;x=y\r\n":1}\r\n0\r\n\r\n'),
+      (s: Socket) => { s.write('HTTP/1.1 202 Acc'); setTimeout(() => s.write('epted\r\nContent-Length: 7\r\n\r\n{"a"'), 20); setTimeout(() => s.end(':1}'), 40); },
+      (s: Socket) => s.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":1}'),
+      (s: Socket) => s.end('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 7\r\n\r\n{"a":1}'),
+    ];
+    let next = 0;
+    await rawDaemon((socket) => answers[next++](socket));
+    const del = { network: 'n', containerId: 'c', ifname: 'eth0' };
+    for (const status of [200, 202, 200, 201]) {
+      assert.deepEqual(await notifyDaemon(socketPath, 'del', del), { ok: true, status, body: '{"a":1}' });
+    }
+  });
+
+  test('notify: a daemon that hangs up without an answer, or in the middle of one, is an error', async () => {
+    const answers = [
+      (s: Socket) => s.end(),
+      (s: Socket) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{"a"'),
+      (s: Socket) => s.end('SSH-2.0-OpenSSH\r\n\r\n'),
+    ];
+    let next = 0;
+    await rawDaemon((socket) => answers[next++](socket));
+    const del = { network: 'n', containerId: 'c', ifname: 'eth0' };
+    assert.deepEqual(await notifyDaemon(socketPath, 'del', del), { ok: false, error: `cannot reach the daemon at ${socketPath}: socket hang up` });
+    assert.deepEqual(await notifyDaemon(socketPath, 'del', del), { ok: false, error: "reading the daemon's answer failed: aborted" });
+    assert.deepEqual(await notifyDaemon(socketPath, 'del', del), { ok: false, error: `cannot reach the daemon at ${socketPath}: malformed HTTP answer` });
   });
 
   test('query: 200 means known, 404 unknown, anything else an error', async () => {

@@ -75,6 +75,19 @@ describe('spool records', () => {
     assert.equal(removeSpoolEntry(join(dir, 'nope'), { key: key('c1') }), false);
   });
 
+  test('spool: removing a key the spool does not hold needs no lock (the happy path of every ADD/DEL)', () => {
+    const empty = join(dir, 'empty');
+    writeSpoolRecord(empty, 'add', notice('c1'), []);
+    assert.equal(removeSpoolEntry(empty, { key: key('c1') }), true);
+    writeSpoolRecord(dir, 'add', notice('c2'), []);
+    for (const d of [dir, empty]) writeFileSync(join(d, '.lock'), `${process.pid} ${Date.now()} held`); // writers are busy
+    const started = Date.now();
+    assert.equal(removeSpoolEntry(empty, { key: key('c1') }), false, 'empty spool');
+    assert.equal(removeSpoolEntry(dir, { key: key('c1') }), false, 'other keys only');
+    assert.ok(Date.now() - started < 1000, 'did not wait for the held locks');
+    assert.deepEqual(readSpool(dir).map((e) => e.key), [key('c2')]);
+  });
+
   test(`spool: at most ${MAX_SPOOL_ENTRIES} records by default; a full spool still replaces existing keys`, () => {
     for (let i = 0; i < MAX_SPOOL_ENTRIES; i++) assert.equal(writeSpoolRecord(dir, 'add', notice(`c${i}`), []).written, true);
     assert.deepEqual(writeSpoolRecord(dir, 'add', notice('one-too-many'), []), {
