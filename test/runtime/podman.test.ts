@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { withScope, allocateSubnet, type Scope, type Subnet } from '../helpers/netns';
 import { holdGlobalForwarding } from '../helpers/sysctl';
 import { DaemonProcess, ReportSink } from '../helpers/daemon';
@@ -176,11 +176,6 @@ test('podman with the daemon stopped during ADD: the pod comes up, a spool recor
     assert.equal(spool.length, 1, `one spool record: ${JSON.stringify(spool)}`);
     assert.deepEqual({ op: spool[0]!.op, key: spool[0]!.key }, { op: 'add', key: { network: chain.network, containerId: pod.id, ifname: 'eth0' } }, 'the spool names the ADD');
 
-    // Work-around for a daemon bug (reported): a restart on the same bpffs root dies in
-    // NodeDatapath.attachDrops, whose detachPinnedLink(kfree_skb pin) calls bpf_link_detach on a
-    // tracing link (EOPNOTSUPP). Removing that one pin (what the daemon should do itself: unpin)
-    // lets the restart proceed; the pod's attachment pins are untouched.
-    rmSync(new PinLayout(s.daemon.pinRoot).dropLink, { force: true });
     const again = await DaemonProcess.start(scope, {
       collector: s.sink.address, watchlist: watchPrefixes(scope, [s.subnet.v4Cidr]), switchId: SWITCH_ID, runDir: s.daemon.runDir, pinRoot: s.daemon.pinRoot,
     });
