@@ -546,7 +546,8 @@ export function getLink(spec: { ifindex: number } | { ifname: string }, netnsPat
 // --- events --------------------------------------------------------------------------------
 
 export interface ReaderOptions {
-  /** perf ring pages per CPU (power of two); default 64 (256 KiB) */
+  /** perf ring pages per CPU (power of two); default 256 (1 MiB: tens of ms of a flood while
+   *  JavaScript collects garbage) */
   pageCount?: number;
   /** wake the reader only when this many bytes wait in a CPU's ring; default a quarter ring */
   watermarkBytes?: number;
@@ -570,7 +571,7 @@ export class EventReader {
     onBatch: (events: EventView, records: number, lost: number) => void | Promise<void>,
     opts: ReaderOptions = {},
   ) {
-    const pageCount = opts.pageCount ?? 64;
+    const pageCount = opts.pageCount ?? 256;
     const o = {
       pageCount,
       watermarkBytes: opts.watermarkBytes ?? (pageCount * 4096) / 4,

@@ -75,7 +75,7 @@ export interface SenderOptions {
   collectors: readonly string[];
   /** 0-63, stamped into every report */
   hwId?: number;
-  /** reports waiting per collector (default 1024) */
+  /** reports waiting per collector (default 4096: several reader batches while the socket is full) */
   queueLimit?: number;
   overflow?: OverflowPolicy;
   /** datagrams per collector per flush, one sendmmsg (default and most 1024) */
@@ -216,7 +216,7 @@ export class ReportSender {
     if (opts.collectors.length === 0) throw new Error('sender: at least one collector is needed');
     const hwId = opts.hwId ?? 0;
     if (!Number.isInteger(hwId) || hwId < 0 || hwId > 63) throw new Error(`sender: hwId ${hwId} is not 0-63`);
-    const queueLimit = positive('queueLimit', opts.queueLimit ?? 1024);
+    const queueLimit = positive('queueLimit', opts.queueLimit ?? 4096);
     this.maxBatch = positive('maxBatch', opts.maxBatch ?? MAX_BATCH);
     if (this.maxBatch > MAX_BATCH) throw new Error(`sender: maxBatch ${this.maxBatch} is more than ${MAX_BATCH}`);
     this.sendBufferBytes = positive('sendBufferBytes', opts.sendBufferBytes ?? 4 * 1024 * 1024);
