@@ -543,6 +543,26 @@ export function getLink(spec: { ifindex: number } | { ifname: string }, netnsPat
   return call(() => native().linkGet(spec, netnsPath));
 }
 
+/** The output interface of this host's route to an IPv4/IPv6 address (RTA_OIF); undefined when unroutable. */
+export function routeOutputIfindex(ip: string): number | undefined {
+  return call(() => native().routeOutputIfindex(ip));
+}
+
+/** The MAC of the resolved neighbour entry of `ip` on the interface; undefined when there is none. */
+export function neighbourMac(ifindex: number, ip: string): string | undefined {
+  return call(() => native().neighbourMac(ifindex, ip));
+}
+
+/** Asks the kernel to resolve `ip` on the interface (ARP / neighbour solicitation); asynchronous. */
+export function neighbourProbe(ifindex: number, ip: string): void {
+  call(() => native().neighbourProbe(ifindex, ip));
+}
+
+/** The port of the bridge whose forwarding database holds the MAC; undefined when none does. */
+export function bridgePortOf(bridgeIfindex: number, mac: string): number | undefined {
+  return call(() => native().bridgePortOf(bridgeIfindex, mac));
+}
+
 // --- events --------------------------------------------------------------------------------
 
 export interface ReaderOptions {

@@ -61,6 +61,14 @@ export interface Native {
   linkGet(spec: { ifindex: number } | { ifname: string }, netns?: string): NativeLink;
   qdiscs(ifindex: number): { kind: string; handle: number; parent: number }[];
   tcFilters(ifindex: number, direction: string): NativeTcFilter[];
+  /** RTA_OIF of the route to an IPv4/IPv6 address; undefined without a route */
+  routeOutputIfindex(ip: string): number | undefined;
+  /** the resolved MAC of a neighbour entry (ifindex, ip); undefined when none */
+  neighbourMac(ifindex: number, ip: string): string | undefined;
+  /** starts resolution of a neighbour (RTM_NEWNEIGH with NTF_USE) */
+  neighbourProbe(ifindex: number, ip: string): void;
+  /** the port of a bridge whose FDB holds the MAC; undefined when none */
+  bridgePortOf(bridgeIfindex: number, mac: string): number | undefined;
   PerfReader: new (
     mapFd: number,
     opts: { pageCount: number; watermarkBytes: number; batchBytes: number; flushMs: number },

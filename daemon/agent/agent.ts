@@ -14,7 +14,7 @@ import { readKernelDropReasons } from '../report/kernel-drop-reasons';
 import { DropLocations } from '../report/drop-locations';
 import { AgingDropDetector } from './aging';
 import { Watchlist, WatchlistFile, WatchlistStore, WatchlistError } from '../watchlist';
-import { PodWatch } from '../k8s/pod-watch';
+import { PodWatch, type PodInfo } from '../k8s/pod-watch';
 import { listenTcp, listenUnix } from '../api/server';
 import { apiRoutes } from '../api/routes';
 import { NodeDatapath } from './datapath';
@@ -174,10 +174,20 @@ export class Agent {
   /** A reconcile pass; whatever goes wrong is a (rate-limited) warning, never the daemon's end. */
   reconcile(): void {
     try {
-      this.registry.reconcile();
+      this.registry.reconcile(this.discoverablePods());
     } catch (e) {
       this.warnings.warn('reconcile', { err: (e as Error).message }, 'reconcile pass failed');
     }
+  }
+
+  /**
+   * Pods the API lists on this node as running with their own network and IPs: reconcile
+   * attaches to the ones no record knows (pods created before the plugin was installed).
+   */
+  private discoverablePods(): PodInfo[] {
+    if (!this.podWatch) return [];
+    return this.podWatch.list().filter((p) =>
+      p.nodeName === this.config.nodeName && p.phase === 'Running' && !p.hostNetwork && p.deletion === null && p.podIPs.length > 0);
   }
 
   /** Drops found by the aging fallback; undefined when it is not in use. */

@@ -16,6 +16,7 @@ import {
 import type { PinLayout } from '../../bpf/pins';
 import type { AttachmentNotice } from '../api/protocol';
 import { readSpool, removeSpoolEntry } from '../../plugin/spool';
+import type { PodInfo } from '../k8s/pod-info';
 import { WarnLimiter } from './warn-limiter';
 
 export type AttachmentState = 'ok' | 'missing' | 'repairing';
@@ -63,6 +64,15 @@ export interface RegistryOptions {
 
 /** How long a plugin ADD or DEL in progress may leave pins and records apart. */
 const PLUGIN_GRACE_MS = 5000;
+
+/**
+ * Pods found running without ever passing through the plugin (created before it was installed)
+ * are attached by reconcile under this network name, with the pod uid as container id and
+ * DISCOVERED_IFNAME as ifname: the pod's own interface name is not known from outside its
+ * namespace, so the key names the usual one (CNI's default) rather than the real one.
+ */
+export const DISCOVERED_NETWORK = 'k8s-discovered';
+export const DISCOVERED_IFNAME = 'eth0';
 
 const keyOf = (k: AttachmentKey) => `${k.network}/${k.containerId}/${k.ifname}`;
 
@@ -131,7 +141,7 @@ export class AttachmentRegistry {
    * whose programs are missing, forget pods whose veth is gone, adopt pins we have no record
    * of (a restart without state), and remove pins of attachments that no longer exist.
    */
-  reconcile(): void {
+  reconcile(discoverable: readonly PodInfo[] = []): void {
     this.counters.runs++;
     this.drainSpool();
     for (const r of this.list()) this.guarded(keyOf(r), () => this.check(r));
@@ -139,6 +149,44 @@ export class AttachmentRegistry {
       if (this.records.has(keyOf(key))) continue;
       this.guarded(keyOf(key), () => this.adoptOrRemovePins(key));
     }
+    for (const pod of discoverable) this.guarded(`discover ${pod.namespace}/${pod.name}`, () => this.discover(pod));
+  }
+
+  /** Pods attached by discovery (running pods the plugin never saw), since start. */
+  discovered = 0;
+
+  /**
+   * A running pod of this node (from the API) that no record knows, by name or by IP: its host
+   * veth is found from its IP (route, and on a bridge the neighbour and FDB entries) and our
+   * programs are attached to it. Anything that is not a veth is left alone.
+   */
+  private discover(pod: PodInfo): void {
+    if (pod.hostNetwork || pod.phase !== 'Running' || pod.deletion || pod.podIPs.length === 0) return;
+    const ips = new Set(pod.podIPs.map(bareIp));
+    for (const r of this.records.values()) {
+      if (r.podNamespace === pod.namespace && r.podName === pod.name) return;
+      if (r.network === DISCOVERED_NETWORK && r.containerId === pod.uid) return;
+      if (r.ips.some((ip) => ips.has(bareIp(ip)))) return;
+    }
+    let veth: HostVeth | undefined;
+    for (const ip of ips) {
+      veth = hostVethOfPodIp(ip, { probe: true });
+      if (veth) break;
+    }
+    if (!veth) return;
+    const ifindex = veth.ifindex;
+    // Tracked under another key (e.g. adopted pins without identity), or a plugin ADD in
+    // progress that attached and has not notified yet: not ours to attach again.
+    if ([...this.records.values()].some((r) => r.hostIfindex === ifindex)) return;
+    if (isPodAttached(ifindex)) return;
+    const key: AttachmentKey = { network: DISCOVERED_NETWORK, containerId: pod.uid, ifname: DISCOVERED_IFNAME };
+    const a = attachPod(this.layout, key, ifindex, this.programs());
+    this.put({
+      ...key, hostIfname: veth.ifname, hostIfindex: ifindex, podNamespace: pod.namespace, podName: pod.name, podUid: pod.uid,
+      ips: [...pod.podIPs], mode: a.mode, programIds: a.programIds, attachedAt: new Date().toISOString(), state: 'ok',
+    });
+    this.discovered++;
+    this.log.info({ attachment: keyOf(key), pod: `${pod.namespace}/${pod.name}`, ifindex, ifname: veth.ifname }, 'attached a pod the plugin never saw');
   }
 
   /** One attachment's trouble must not stop the pass over the others. */
@@ -314,6 +362,43 @@ export class AttachmentRegistry {
       }
     }
   }
+}
+
+export interface HostVeth {
+  ifindex: number;
+  ifname: string;
+}
+
+/** '10.1.2.3/24' -> '10.1.2.3' (the plugin's records carry CNI's CIDR form). */
+function bareIp(ip: string): string {
+  const slash = ip.indexOf('/');
+  return slash < 0 ? ip : ip.slice(0, slash);
+}
+
+/**
+ * The host-side veth of the pod that owns `ip`, found from this host's tables without entering
+ * any namespace: the route's output interface when it is a veth (routed CNIs: Calico, Cilium,
+ * ptp); when it is a bridge, the bridge port the IP's MAC (neighbour entry) was learned on,
+ * which must be a veth of that bridge. Undefined for anything else (no route, a local address,
+ * a tunnel, a dummy, a physical NIC, an unresolved neighbour). With `probe`, an unresolved
+ * neighbour on a bridge is asked for (ARP / ND), so a later call can find it.
+ */
+export function hostVethOfPodIp(ip: string, opts: { probe?: boolean } = {}): HostVeth | undefined {
+  const oif = bpf.routeOutputIfindex(ip);
+  if (oif === undefined) return undefined;
+  const out = bpf.getLink({ ifindex: oif });
+  if (out.kind === 'veth') return { ifindex: out.ifindex, ifname: out.ifname };
+  if (out.kind !== 'bridge') return undefined;
+  const mac = bpf.neighbourMac(oif, ip);
+  if (mac === undefined) {
+    if (opts.probe) bpf.neighbourProbe(oif, ip);
+    return undefined;
+  }
+  const port = bpf.bridgePortOf(oif, mac);
+  if (port === undefined) return undefined;
+  const link = bpf.getLink({ ifindex: port });
+  if (link.kind !== 'veth' || link.master !== oif) return undefined;
+  return { ifindex: link.ifindex, ifname: link.ifname };
 }
 
 /** Ids of our programs on the host interface's hooks, ingress then egress. */

@@ -1,10 +1,13 @@
 // A minimal rtnetlink client: links (also inside another network namespace, to find a veth's
-// peer), qdiscs and tc filters (to list what is attached to an interface, ours and others').
+// peer), qdiscs and tc filters (to list what is attached to an interface, ours and others'),
+// and the lookups that find a pod's host veth from its IP: the route's output interface, a
+// neighbour's MAC, and the bridge port a MAC was learned on.
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
@@ -244,10 +247,197 @@ static Napi::Value TcFilters(const Napi::CallbackInfo &info) {
   return arr;
 }
 
+namespace {
+
+// An IPv4 or IPv6 literal: family and 4 or 16 address bytes; a TypeError otherwise.
+struct IpAddr {
+  int family;
+  unsigned char bytes[16];
+  size_t len;
+};
+
+IpAddr ParseIp(Napi::Env env, const Napi::Value &v) {
+  if (!v.IsString()) throw Napi::TypeError::New(env, "address must be a string");
+  std::string s = v.As<Napi::String>();
+  IpAddr a = {};
+  if (inet_pton(AF_INET, s.c_str(), a.bytes) == 1) {
+    a.family = AF_INET;
+    a.len = 4;
+  } else if (inet_pton(AF_INET6, s.c_str(), a.bytes) == 1) {
+    a.family = AF_INET6;
+    a.len = 16;
+  } else {
+    throw Napi::TypeError::New(env, "invalid IP address '" + s + "'");
+  }
+  return a;
+}
+
+void AddAttr(nlmsghdr *h, size_t cap, int type, const void *data, size_t len) {
+  size_t need = NLMSG_ALIGN(h->nlmsg_len) + RTA_SPACE(len);
+  if (need > cap) abort();  // request buffers are sized for their attributes
+  rtattr *a = (rtattr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len));
+  a->rta_type = type;
+  a->rta_len = RTA_LENGTH(len);
+  memcpy(RTA_DATA(a), data, len);
+  h->nlmsg_len = need;
+}
+
+std::string MacText(const unsigned char *m) {
+  char mac[18];
+  snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return mac;
+}
+
+bool ParseMac(const std::string &s, unsigned char out[6]) {
+  unsigned v[6];
+  char tail;
+  if (sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6) return false;
+  for (int i = 0; i < 6; i++) {
+    if (v[i] > 0xff) return false;
+    out[i] = (unsigned char)v[i];
+  }
+  return true;
+}
+
+}  // namespace
+
+// routeOutputIfindex(ip) -> the output interface (RTA_OIF) of the main routing decision for a
+// packet to `ip` from this host (RTM_GETROUTE), or undefined when there is no route.
+static Napi::Value RouteOutputIfindex(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  IpAddr ip = ParseIp(env, info[0]);
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  struct {
+    nlmsghdr h;
+    rtmsg r;
+    char attrs[64];
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(rtmsg));
+  req.h.nlmsg_type = RTM_GETROUTE;
+  req.h.nlmsg_flags = NLM_F_REQUEST;
+  req.r.rtm_family = ip.family;
+  req.r.rtm_dst_len = ip.len * 8;
+  AddAttr(&req.h, sizeof(req), RTA_DST, ip.bytes, ip.len);
+  int oif = -1;
+  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != RTM_NEWROUTE) return;
+    rtmsg *r = (rtmsg *)NLMSG_DATA(h);
+    rtattr *tb[RTA_MAX + 1];
+    ParseAttrs(RTM_RTA(r), RTM_PAYLOAD(h), tb, RTA_MAX);
+    if (tb[RTA_OIF]) oif = (int)AttrU32(tb[RTA_OIF]);
+  });
+  // No route (unreachable, prohibited, blackhole): not an error, just no interface.
+  if (err == -ENETUNREACH || err == -EHOSTUNREACH || err == -EACCES || err == -EINVAL || err == -ESRCH) return env.Undefined();
+  if (err) ThrowErrno(env, "route lookup " + info[0].As<Napi::String>().Utf8Value(), -err);
+  if (oif <= 0) return env.Undefined();
+  return Napi::Number::New(env, oif);
+}
+
+// neighbourMac(ifindex, ip) -> the MAC of the neighbour entry of `ip` on the interface (a dump
+// of RTM_GETNEIGH filtered here), or undefined when there is none or it is not resolved.
+static Napi::Value NeighbourMac(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  IpAddr ip = ParseIp(env, info[1]);
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  struct {
+    nlmsghdr h;
+    ndmsg n;
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg));
+  req.h.nlmsg_type = RTM_GETNEIGH;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.n.ndm_family = ip.family;
+  std::string mac;
+  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != RTM_NEWNEIGH || !mac.empty()) return;
+    ndmsg *n = (ndmsg *)NLMSG_DATA(h);
+    if (n->ndm_ifindex != ifindex || n->ndm_family != ip.family) return;
+    if (n->ndm_state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP)) return;
+    rtattr *tb[NDA_MAX + 1];
+    ParseAttrs((rtattr *)((char *)n + NLMSG_ALIGN(sizeof(ndmsg))), h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)), tb, NDA_MAX);
+    if (!tb[NDA_DST] || RTA_PAYLOAD(tb[NDA_DST]) != ip.len || memcmp(RTA_DATA(tb[NDA_DST]), ip.bytes, ip.len) != 0) return;
+    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6) return;
+    mac = MacText((const unsigned char *)RTA_DATA(tb[NDA_LLADDR]));
+  });
+  if (err) ThrowErrno(env, "dump neighbours", -err);
+  if (mac.empty()) return env.Undefined();
+  return Napi::String::New(env, mac);
+}
+
+// neighbourProbe(ifindex, ip): asks the kernel to resolve `ip` on the interface (RTM_NEWNEIGH
+// with NTF_USE: an ARP request or neighbour solicitation, as a packet to it would cause); the
+// answer is in the neighbour table shortly after. Nothing is sent to the address itself.
+static Napi::Value NeighbourProbe(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  IpAddr ip = ParseIp(env, info[1]);
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  struct {
+    nlmsghdr h;
+    ndmsg n;
+    char attrs[64];
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg));
+  req.h.nlmsg_type = RTM_NEWNEIGH;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
+  req.n.ndm_family = ip.family;
+  req.n.ndm_ifindex = ifindex;
+  req.n.ndm_flags = NTF_USE;
+  req.n.ndm_state = NUD_NONE;
+  AddAttr(&req.h, sizeof(req), NDA_DST, ip.bytes, ip.len);
+  int err = Transact(s.fd, &req.h, [](nlmsghdr *) {});
+  if (err) ThrowErrno(env, "neighbour probe of " + info[1].As<Napi::String>().Utf8Value() + " on ifindex " + std::to_string(ifindex), -err);
+  return env.Undefined();
+}
+
+// bridgePortOf(bridgeIfindex, mac) -> the ifindex of the bridge port the MAC is in the bridge's
+// forwarding database on (RTM_GETNEIGH dump of family AF_BRIDGE), or undefined when it is not
+// (or only on the bridge itself).
+static Napi::Value BridgePortOf(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int bridge = info[0].As<Napi::Number>().Int32Value();
+  std::string text = info[1].As<Napi::String>();
+  unsigned char want[6];
+  if (!ParseMac(text, want)) throw Napi::TypeError::New(env, "invalid MAC address '" + text + "'");
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  struct {
+    nlmsghdr h;
+    ndmsg n;
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg));
+  req.h.nlmsg_type = RTM_GETNEIGH;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.n.ndm_family = AF_BRIDGE;
+  int port = -1;
+  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != RTM_NEWNEIGH || port > 0) return;
+    ndmsg *n = (ndmsg *)NLMSG_DATA(h);
+    if (n->ndm_family != AF_BRIDGE || n->ndm_ifindex == bridge) return;
+    rtattr *tb[NDA_MAX + 1];
+    ParseAttrs((rtattr *)((char *)n + NLMSG_ALIGN(sizeof(ndmsg))), h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)), tb, NDA_MAX);
+    // Entries of the bridge's database carry NDA_MASTER; a port's own address lists do not.
+    if (!tb[NDA_MASTER] || (int)AttrU32(tb[NDA_MASTER]) != bridge) return;
+    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6 || memcmp(RTA_DATA(tb[NDA_LLADDR]), want, 6) != 0) return;
+    port = n->ndm_ifindex;
+  });
+  if (err) ThrowErrno(env, "dump bridge fdb of ifindex " + std::to_string(bridge), -err);
+  if (port <= 0) return env.Undefined();
+  return Napi::Number::New(env, port);
+}
+
 Napi::Object InitNetlink(Napi::Env env, Napi::Object exports) {
   exports.Set("linkGet", Napi::Function::New(env, LinkGet));
   exports.Set("qdiscs", Napi::Function::New(env, Qdiscs));
   exports.Set("tcFilters", Napi::Function::New(env, TcFilters));
+  exports.Set("routeOutputIfindex", Napi::Function::New(env, RouteOutputIfindex));
+  exports.Set("neighbourMac", Napi::Function::New(env, NeighbourMac));
+  exports.Set("neighbourProbe", Napi::Function::New(env, NeighbourProbe));
+  exports.Set("bridgePortOf", Napi::Function::New(env, BridgePortOf));
   return exports;
 }
 
