@@ -137,8 +137,11 @@ function copyInner(ev: EventView, start: number, out: Buffer, dst: number, rewri
   const len = Math.min(sampleEnd - start, out.length - dst);
   if (len <= 0) return 0;
   ev.buf.copy(out, dst, start, start + len);
-  // pre_nat is only meaningful when the ingress hook saw the packet.
+  // pre_nat is only meaningful when the ingress hook saw the packet. Without a rewrite the L4
+  // checksum is still recomputed when the whole segment was captured: sampled at TC egress, it
+  // may hold only the pseudo-header sum that checksum offload completes later.
   if (rewriteToPreNat && (ev.flags & F_INGRESS) !== 0) rewriteInnerTuple(out, dst, dst + len, ev.buf, ev.preNatOff);
+  else rewriteInnerTuple(out, dst, dst + len, null, 0);
   return len;
 }
 
@@ -189,7 +192,8 @@ function adjustChecksum(csum: number, delta: number): number {
  * Replaces the 16-bit words of pkt[p, p+2*words) by those of src[q, ...); returns the checksum
  * delta of the change. Stops at `end` (a truncated sample) and counts only what it wrote.
  */
-function replaceWords(pkt: Buffer, p: number, src: Buffer, q: number, words: number, end: number): number {
+function replaceWords(pkt: Buffer, p: number, src: Buffer | null, q: number, words: number, end: number): number {
+  if (src === null) return 0; // checksums only: nothing to replace
   let delta = 0;
   for (let i = 0; i < words && p + 2 <= end; i++, p += 2, q += 2) {
     const old = u16(pkt, p);
@@ -206,7 +210,7 @@ function replaceWords(pkt: Buffer, p: number, src: Buffer, q: number, words: num
  * VLAN tags are skipped; IPv6 extension headers are walked to find L4. Returns false, leaving the
  * frame untouched, when it is not IPv4/IPv6 of the tuple's version or its IP header is cut short.
  */
-export function rewriteInnerTuple(pkt: Buffer, start: number, end: number, tuple: Buffer, tupleOff: number): boolean {
+export function rewriteInnerTuple(pkt: Buffer, start: number, end: number, tuple: Buffer | null, tupleOff: number): boolean {
   let p = start + 12;
   if (p + 2 > end) return false;
   let etherType = u16(pkt, p);
@@ -216,20 +220,21 @@ export function rewriteInnerTuple(pkt: Buffer, start: number, end: number, tuple
     etherType = u16(pkt, p + 2);
     p += 4;
   }
-  const version = tuple[tupleOff + TupleLayout.ipVersion];
+  // A null tuple keeps addresses and ports and only makes the checksums right.
+  const version = tuple === null ? (etherType === ETH_P_IPV4 ? 4 : 6) : tuple[tupleOff + TupleLayout.ipVersion];
   if (etherType === ETH_P_IPV4 && version === 4) return rewriteIpv4(pkt, p, end, tuple, tupleOff);
   if (etherType === ETH_P_IPV6 && version === 6) return rewriteIpv6(pkt, p, end, tuple, tupleOff);
   return false;
 }
 
-function rewriteIpv4(pkt: Buffer, ip: number, end: number, tuple: Buffer, t: number): boolean {
+function rewriteIpv4(pkt: Buffer, ip: number, end: number, tuple: Buffer | null, t: number): boolean {
   if (ip + 20 > end || pkt[ip] >> 4 !== 4) return false;
   const ihl = (pkt[ip] & 0x0f) * 4;
   if (ihl < 20) return false;
   const addrDelta =
     replaceWords(pkt, ip + 12, tuple, t + TupleLayout.saddr, 2, end) +
     replaceWords(pkt, ip + 16, tuple, t + TupleLayout.daddr, 2, end);
-  put16(pkt, ip + 10, adjustChecksum(u16(pkt, ip + 10), addrDelta));
+  if (addrDelta !== 0) put16(pkt, ip + 10, adjustChecksum(u16(pkt, ip + 10), addrDelta));
   const fragmentOffset = u16(pkt, ip + 6) & 0x1fff;
   if (fragmentOffset !== 0) return true;
   const totalLength = u16(pkt, ip + 2);
@@ -239,7 +244,7 @@ function rewriteIpv4(pkt: Buffer, ip: number, end: number, tuple: Buffer, t: num
   return true;
 }
 
-function rewriteIpv6(pkt: Buffer, ip: number, end: number, tuple: Buffer, t: number): boolean {
+function rewriteIpv6(pkt: Buffer, ip: number, end: number, tuple: Buffer | null, t: number): boolean {
   if (ip + 40 > end || pkt[ip] >> 4 !== 6) return false;
   const addrDelta =
     replaceWords(pkt, ip + 8, tuple, t + TupleLayout.saddr, 8, end) +
@@ -302,14 +307,15 @@ function rewriteL4(
   wholePacket: boolean,
   addrDelta: number,
   ipv6: boolean,
-  tuple: Buffer,
+  tuple: Buffer | null,
   t: number,
 ): void {
   switch (proto) {
     case PROTO_TCP: {
       const delta = addrDelta + replaceWords(pkt, l4, tuple, t + TupleLayout.sport, 2, end);
       if (l4 + 18 > end) return;
-      put16(pkt, l4 + 16, wholePacket ? fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 16) : adjustChecksum(u16(pkt, l4 + 16), delta));
+      if (wholePacket) put16(pkt, l4 + 16, fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 16));
+      else if (delta !== 0) put16(pkt, l4 + 16, adjustChecksum(u16(pkt, l4 + 16), delta));
       return;
     }
     case PROTO_UDP: {
@@ -317,6 +323,7 @@ function rewriteL4(
       if (l4 + 8 > end) return;
       const old = u16(pkt, l4 + 6);
       if (old === 0 && !ipv6) return; // no checksum over IPv4: keep it that way
+      if (!wholePacket && delta === 0) return;
       const csum = wholePacket ? fullL4Checksum(pkt, proto, ip, l4, end, ipv6, l4 + 6) : adjustChecksum(old, delta);
       put16(pkt, l4 + 6, csum === 0 ? 0xffff : csum);
       return;

@@ -29,6 +29,8 @@ function assertFlowReport(r: DecodedReport | undefined, ingress: number, egress:
   assert.deepEqual([r.queueId, r.queueOccupancy], [0, 0]);
   assert.ok(r.hopLatencyNs !== undefined && r.hopLatencyNs < 1e9, `${label}: hop latency = egress ts - ingress ts, below 1 s`);
   if (r.inner.ipVersion === 4) assert.equal(r.inner.ipChecksumValid, true, `${label}: inner IP checksum`);
+  // Fully captured segments must carry a valid L4 checksum (null: the segment was cut short).
+  assert.notEqual(r.inner.l4ChecksumValid, false, `${label}: inner L4 checksum`);
 }
 
 async function podAndDaemon(scope: Parameters<Parameters<typeof withScope>[0]>[0], opts: { vxlan?: boolean } = {}) {

@@ -192,6 +192,17 @@ test('flow report of the reference scenario matches §4.1 byte for byte', () => 
   assert.equal(out[n], 0x77, 'nothing written past the report');
 });
 
+test('a segment sampled with only the pseudo-header sum (checksum offload) gets its real checksum', () => {
+  // The §4 TCP ACK as TC egress would see it under checksum offload: the checksum field holds the
+  // folded pseudo-header sum, not the final checksum.
+  const partial = Buffer.from(INNER_FRAME);
+  const pseudo = (0x0a44 + 0xeb0a + 0x0a44 + 0xeb14 + 6 + 20) % 0xffff;
+  partial.writeUInt16BE(pseudo, 14 + 20 + 16);
+  const out = Buffer.alloc(256);
+  const n = encodeFlowReport(viewOf(eventRecord(partial)), out, 0, ID, 42, false);
+  assert.deepEqual(out.subarray(0, n), FLOW_REPORT_VECTOR, 'the report carries the valid checksum 0xf385');
+});
+
 test('drop report of the reference scenario matches §4.2 byte for byte', () => {
   const v = viewOf(eventRecord(INNER_FRAME, { type: EVENT_DROP, egIfindex: 0, dropReason: 12 }));
   const out = Buffer.alloc(256);
