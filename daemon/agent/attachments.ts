@@ -21,17 +21,10 @@ import { WarnLimiter } from './warn-limiter';
 
 export type AttachmentState = 'ok' | 'missing' | 'repairing';
 
-export interface AttachmentRecord extends AttachmentKey {
-  netns?: string;
-  hostIfname?: string;
-  hostIfindex?: number;
-  podNamespace?: string;
-  podName?: string;
-  podUid?: string;
+/** What the plugin told us (its notice), completed by what the daemon knows of the hook now. */
+export interface AttachmentRecord extends Omit<AttachmentNotice, 'ips' | 'programIds' | 'error'> {
   ips: string[];
-  mode?: 'tcx' | 'tc';
   programIds: number[];
-  attachedAt?: string;
   state: AttachmentState;
   lastError?: string;
 }

@@ -4,40 +4,13 @@
 // server is a warning while everything else works.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { withScope, createNode, type Scope } from '../helpers/netns';
+import { withScope, createNode } from '../helpers/netns';
 import { DaemonProcess, ReportSink, cniAdd } from '../helpers/daemon';
-import { FakeKubeApi, makePod } from '../helpers/fake-kube-api';
+import { FakeKubeApi, eventually, kubeconfigFor, makePod } from '../helpers/fake-kube-api';
 
 const NODE = 'test-node'; // the harness starts the daemon with --node-name test-node
 
-function kubeconfig(scope: Scope, server: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ihr-kube-'));
-  scope.defer(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
-  const file = join(dir, 'config');
-  writeFileSync(file, [
-    'apiVersion: v1',
-    'kind: Config',
-    `clusters: [{ name: fake, cluster: { server: "${server}", insecure-skip-tls-verify: true } }]`,
-    'users: [{ name: anonymous, user: {} }]',
-    'contexts: [{ name: fake, context: { cluster: fake, user: anonymous } }]',
-    'current-context: fake',
-  ].join('\n'));
-  return file;
-}
 
-/** Polls until `check` returns a value (not undefined); fails with `what` after a generous bound. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = await check();
-    if (v !== undefined) return v;
-    await sleep(50);
-  }
-  throw new Error(`never happened: ${what}`);
-}
 
 function metric(text: string, name: string): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -60,7 +33,7 @@ test('pods from the API: labels and owner, recovery after a dropped watch and 41
     api.addPod(makePod({ name: 'elsewhere', nodeName: 'other-node', uid: 'uid-elsewhere' }));
 
     const sink = await ReportSink.start(scope);
-    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { KUBECONFIG: kubeconfig(scope, api.url) } });
+    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, api.url) } });
     await eventually('the pod watch is ready', async () => {
       const r = await daemon.api<{ kubernetes: unknown }>('GET', '/readyz');
       return r.json.kubernetes === true ? true : undefined;
@@ -152,7 +125,7 @@ test('an unreachable API server is one warning; attachments work without Kuberne
     const node = await createNode(scope);
     const a = await node.addPod();
     const sink = await ReportSink.start(scope);
-    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { KUBECONFIG: kubeconfig(scope, url) } });
+    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, url) } });
 
     const add = cniAdd(daemon, a, `cid-a-${scope.prefix}`, 'pod-a');
     assert.equal(add.code, 0, `CNI ADD: ${add.stdout}${add.stderr}`);

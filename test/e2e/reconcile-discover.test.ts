@@ -6,13 +6,9 @@
 // is left alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { withScope, createNode, allocateSubnet, deferLinkDelete, linkInfo, ip, type Scope } from '../helpers/netns';
+import { withScope, createNode, allocateSubnet, deferLinkDelete, linkInfo, ip } from '../helpers/netns';
 import { DaemonProcess, ReportSink, watchlistFile } from '../helpers/daemon';
-import { FakeKubeApi, makePod } from '../helpers/fake-kube-api';
+import { FakeKubeApi, eventually, kubeconfigFor, makePod } from '../helpers/fake-kube-api';
 import { udpFlow, addrOf, type Family } from '../helpers/traffic';
 import * as bpf from '../../bpf/index';
 import { PROGRAMS } from '../../bpf/pins';
@@ -21,29 +17,7 @@ import { IPPROTO } from '../../bpf/events';
 const NODE = 'test-node'; // the harness starts the daemon with --node-name test-node
 const SWITCH_ID = 0x0a0b0c0e;
 
-function kubeconfig(scope: Scope, server: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ihr-kube-'));
-  scope.defer(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
-  const file = join(dir, 'config');
-  writeFileSync(file, [
-    'apiVersion: v1',
-    'kind: Config',
-    `clusters: [{ name: fake, cluster: { server: "${server}", insecure-skip-tls-verify: true } }]`,
-    'users: [{ name: anonymous, user: {} }]',
-    'contexts: [{ name: fake, context: { cluster: fake, user: anonymous } }]',
-    'current-context: fake',
-  ].join('\n'));
-  return file;
-}
 
-async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 200; i++) {
-    const v = await check();
-    if (v !== undefined) return v;
-    await sleep(50);
-  }
-  throw new Error(`never happened within 10 s: ${what}`);
-}
 
 interface AttachmentJson {
   network: string; containerId: string; ifname: string; podNamespace?: string; podName?: string; podUid?: string;
@@ -91,7 +65,7 @@ test('reconcile attaches running pods the plugin never saw (routed and bridged),
     const wl = watchlistFile(scope, `rules:\n  - src-addr: ${a.ipv4}/32\n    dst-addr: ${b.ipv4}/32\n  - src-addr: ${a.ipv6}/128\n    dst-addr: ${b.ipv6}/128\n`);
     const daemon = await DaemonProcess.start(scope, {
       collector: sink.address, watchlist: wl, switchId: SWITCH_ID,
-      env: { KUBECONFIG: kubeconfig(scope, api.url), INT_HOST_REPORTER_RECONCILE_MS: '200' },
+      env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_MS: '200' },
     });
 
     const atts = await eventually('both pods attached by reconcile', async () => {

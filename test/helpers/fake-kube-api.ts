@@ -7,6 +7,10 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Scope } from './scope';
 
 export type Pod = {
   apiVersion: 'v1';
@@ -333,4 +337,30 @@ export class FakeKubeApi {
 
 function status(code: number, reason: string, message: string): object {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+/** A kubeconfig file (removed with the scope) pointing at a fake API server, no credentials. */
+export function kubeconfigFor(scope: Scope, server: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ihr-kube-'));
+  scope.defer(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'config');
+  writeFileSync(file, [
+    'apiVersion: v1',
+    'kind: Config',
+    `clusters: [{ name: fake, cluster: { server: "${server}", insecure-skip-tls-verify: true } }]`,
+    'users: [{ name: anonymous, user: {} }]',
+    'contexts: [{ name: fake, context: { cluster: fake, user: anonymous } }]',
+    'current-context: fake',
+  ].join('\n'));
+  return file;
+}
+
+/** Polls until `check` returns a value (not undefined); fails naming `what` after about 15 s. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 300; i++) {
+    const v = await check();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`never happened: ${what}`);
 }
