@@ -1,7 +1,7 @@
 // The datapath as several processes share it through bpffs: the programs and maps pinned once
 // (by the daemon, or by the first plugin run when the daemon has not started yet), and one
 // directory of link pins per attachment. Plugin and daemon both go through here.
-import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfError, BpfObject, Program, attach, defaultObjectPath, detach, ensureBpffs, getLink, query, removeEmptyDirs,
@@ -93,8 +93,14 @@ export function attachPod(layout: PinLayout, key: AttachmentKey, hostIfindex: nu
 /** Removes an attachment's links (or tc filters) and pins. Succeeds when they are already gone. */
 export function detachPod(layout: PinLayout, key: AttachmentKey): void {
   const dir = layout.attachment(key.network, key.containerId, key.ifname);
-  if (!existsSync(dir)) return;
-  for (const name of readdirSync(dir)) {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already
+    throw e;
+  }
+  for (const name of names) {
     const p = join(dir, name);
     if (name === 'ingress' || name === 'egress') {
       detach({ ifindex: 0, direction: name, mode: 'tcx', progId: 0, linkPin: p });
@@ -104,7 +110,7 @@ export function detachPod(layout: PinLayout, key: AttachmentKey): void {
       for (const direction of ['ingress', 'egress'] as const) {
         detach({ ifindex, direction, mode: 'tc', progId: 0, clsactMarker: join(layout.root, 'tc', `clsact-${ifindex}`) });
       }
-      rmdirSync(p);
+      rmSync(p, { recursive: true, force: true }); // another process may have removed it already
     }
   }
   removeEmptyDirs(dir, layout.links);

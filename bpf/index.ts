@@ -409,7 +409,15 @@ export function detach(a: Attachment): void {
       a.linkFd = undefined;
     }
     if (a.linkPin && existsSync(a.linkPin)) {
-      const fd = call(() => native().objGet(a.linkPin!));
+      let fd: number;
+      try {
+        fd = call(() => native().objGet(a.linkPin!));
+      } catch (e) {
+        // Removed meanwhile by another process (a plugin DEL and the daemon's reconcile may
+        // detach the same attachment at once): already done.
+        if (e instanceof BpfError && e.code === 'ENOENT') return;
+        throw e;
+      }
       try {
         call(() => native().linkDetach(fd));
       } catch (e) {
