@@ -83,6 +83,13 @@ export function unpin(path: string): boolean {
   }
 }
 
+/** Pins a BPF object by fd at path, replacing an older pin there. */
+function pinFd(fd: number, path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  unpin(path);
+  call(() => native().objPin(fd, path));
+}
+
 /** Removes empty directories from `dir` up to (not including) `stop`. */
 export function removeEmptyDirs(dir: string, stop: string): void {
   for (let d = dir; d.startsWith(stop + '/') && d !== stop; d = dirname(d)) {
@@ -125,9 +132,7 @@ export class Program {
   }
 
   pin(path: string): void {
-    mkdirSync(dirname(path), { recursive: true });
-    unpin(path);
-    call(() => native().objPin(this.fd, path));
+    pinFd(this.fd, path);
   }
 
   close(): void {
@@ -188,9 +193,7 @@ export class BpfMap {
     }
   }
   pin(path: string): void {
-    mkdirSync(dirname(path), { recursive: true });
-    unpin(path);
-    call(() => native().objPin(this.fd, path));
+    pinFd(this.fd, path);
   }
   close(): void {
     if (this.owned) native().closeFd(this.fd);

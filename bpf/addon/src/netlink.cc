@@ -334,14 +334,9 @@ static Napi::Value RouteOutputIfindex(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, oif);
 }
 
-// neighbourMac(ifindex, ip) -> the MAC of the neighbour entry of `ip` on the interface (a dump
-// of RTM_GETNEIGH filtered here), or undefined when there is none or it is not resolved.
-static Napi::Value NeighbourMac(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  int ifindex = info[0].As<Napi::Number>().Int32Value();
-  IpAddr ip = ParseIp(env, info[1]);
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+// Dumps the neighbour table of one family (AF_INET/AF_INET6: ARP/NDP, AF_BRIDGE: the bridges'
+// forwarding databases) and calls `visit` with each entry and its attributes until it returns true.
+static int DumpNeighbours(int fd, int family, const std::function<bool(ndmsg *, rtattr **)> &visit) {
   struct {
     nlmsghdr h;
     ndmsg n;
@@ -349,18 +344,33 @@ static Napi::Value NeighbourMac(const Napi::CallbackInfo &info) {
   req.h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg));
   req.h.nlmsg_type = RTM_GETNEIGH;
   req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.n.ndm_family = ip.family;
-  std::string mac;
-  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWNEIGH || !mac.empty()) return;
+  req.n.ndm_family = family;
+  bool done = false;
+  return Transact(fd, &req.h, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != RTM_NEWNEIGH || done) return;
     ndmsg *n = (ndmsg *)NLMSG_DATA(h);
-    if (n->ndm_ifindex != ifindex || n->ndm_family != ip.family) return;
-    if (n->ndm_state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP)) return;
+    if (n->ndm_family != family) return;
     rtattr *tb[NDA_MAX + 1];
     ParseAttrs((rtattr *)((char *)n + NLMSG_ALIGN(sizeof(ndmsg))), h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)), tb, NDA_MAX);
-    if (!tb[NDA_DST] || RTA_PAYLOAD(tb[NDA_DST]) != ip.len || memcmp(RTA_DATA(tb[NDA_DST]), ip.bytes, ip.len) != 0) return;
-    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6) return;
+    done = visit(n, tb);
+  });
+}
+
+// neighbourMac(ifindex, ip) -> the MAC of the neighbour entry of `ip` on the interface, or
+// undefined when there is none or it is not resolved.
+static Napi::Value NeighbourMac(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  IpAddr ip = ParseIp(env, info[1]);
+  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  std::string mac;
+  int err = DumpNeighbours(s.fd, ip.family, [&](ndmsg *n, rtattr **tb) {
+    if (n->ndm_ifindex != ifindex || (n->ndm_state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP))) return false;
+    if (!tb[NDA_DST] || RTA_PAYLOAD(tb[NDA_DST]) != ip.len || memcmp(RTA_DATA(tb[NDA_DST]), ip.bytes, ip.len) != 0) return false;
+    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6) return false;
     mac = MacText((const unsigned char *)RTA_DATA(tb[NDA_LLADDR]));
+    return true;
   });
   if (err) ThrowErrno(env, "dump neighbours", -err);
   if (mac.empty()) return env.Undefined();
@@ -405,25 +415,14 @@ static Napi::Value BridgePortOf(const Napi::CallbackInfo &info) {
   if (!ParseMac(text, want)) throw Napi::TypeError::New(env, "invalid MAC address '" + text + "'");
   Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
-  struct {
-    nlmsghdr h;
-    ndmsg n;
-  } req = {};
-  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg));
-  req.h.nlmsg_type = RTM_GETNEIGH;
-  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.n.ndm_family = AF_BRIDGE;
   int port = -1;
-  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWNEIGH || port > 0) return;
-    ndmsg *n = (ndmsg *)NLMSG_DATA(h);
-    if (n->ndm_family != AF_BRIDGE || n->ndm_ifindex == bridge) return;
-    rtattr *tb[NDA_MAX + 1];
-    ParseAttrs((rtattr *)((char *)n + NLMSG_ALIGN(sizeof(ndmsg))), h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)), tb, NDA_MAX);
+  int err = DumpNeighbours(s.fd, AF_BRIDGE, [&](ndmsg *n, rtattr **tb) {
+    if (n->ndm_ifindex == bridge) return false;
     // Entries of the bridge's database carry NDA_MASTER; a port's own address lists do not.
-    if (!tb[NDA_MASTER] || (int)AttrU32(tb[NDA_MASTER]) != bridge) return;
-    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6 || memcmp(RTA_DATA(tb[NDA_LLADDR]), want, 6) != 0) return;
+    if (!tb[NDA_MASTER] || (int)AttrU32(tb[NDA_MASTER]) != bridge) return false;
+    if (!tb[NDA_LLADDR] || RTA_PAYLOAD(tb[NDA_LLADDR]) != 6 || memcmp(RTA_DATA(tb[NDA_LLADDR]), want, 6) != 0) return false;
     port = n->ndm_ifindex;
+    return true;
   });
   if (err) ThrowErrno(env, "dump bridge fdb of ifindex " + std::to_string(bridge), -err);
   if (port <= 0) return env.Undefined();
