@@ -107,7 +107,7 @@ export function removeEmptyDirs(dir: string, stop: string): void {
 export interface LoadOptions {
   /** load-time constants (`const volatile` globals), e.g. report_interval_ns */
   constants?: Record<string, number | bigint>;
-  /** map sizes, e.g. { int_meta: 131072 } */
+  /** map sizes by name (the datapath's own tables have fixed sizes its code relies on) */
   maxEntries?: Record<string, number>;
   /** pin (or reuse, when already pinned and compatible) every map in this bpffs directory */
   pinMapsDir?: string;
