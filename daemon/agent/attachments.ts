@@ -36,6 +36,8 @@ export interface ReconcileCounters {
   forgotten: number;
   spoolDrained: number;
   stalePinsRemoved: number;
+  /** pods the API listed, running before the install, attached by reconcile */
+  discovered: number;
 }
 
 export interface Logger {
@@ -73,7 +75,7 @@ export class AttachmentRegistry {
   private readonly records = new Map<string, AttachmentRecord>();
   /** attachments whose pins all vanished, since when (a plugin DEL in progress, or tampering) */
   private readonly pinsGoneSince = new Map<string, number>();
-  readonly counters: ReconcileCounters = { runs: 0, repairs: 0, repairFailures: 0, forgotten: 0, spoolDrained: 0, stalePinsRemoved: 0 };
+  readonly counters: ReconcileCounters = { runs: 0, repairs: 0, repairFailures: 0, forgotten: 0, spoolDrained: 0, stalePinsRemoved: 0, discovered: 0 };
   readonly warnings: WarnLimiter;
   private readonly layout: PinLayout;
   private readonly programs: () => ProgramSet;
@@ -146,7 +148,6 @@ export class AttachmentRegistry {
   }
 
   /** Pods attached by discovery (running pods the plugin never saw), since start. */
-  discovered = 0;
 
   /**
    * A running pod of this node (from the API) that no record knows, by name or by IP: its host
@@ -178,7 +179,7 @@ export class AttachmentRegistry {
       ...key, hostIfname: veth.ifname, hostIfindex: ifindex, podNamespace: pod.namespace, podName: pod.name, podUid: pod.uid,
       ips: [...pod.podIPs], mode: a.mode, programIds: a.programIds, attachedAt: new Date().toISOString(), state: 'ok',
     });
-    this.discovered++;
+    this.counters.discovered++;
     this.log.info({ attachment: keyOf(key), pod: `${pod.namespace}/${pod.name}`, ifindex, ifname: veth.ifname }, 'attached a pod the plugin never saw');
   }
 

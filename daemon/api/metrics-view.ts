@@ -49,6 +49,7 @@ const RECONCILE: Names<keyof ReconcileCounters> = {
   forgotten: ['int_reconcile_forgotten_total', 'Attachments forgotten (CNI DEL, or the veth is gone).'],
   spoolDrained: ['int_spool_drained_total', 'Plugin spool records processed.'],
   stalePinsRemoved: ['int_reconcile_stale_pins_removed_total', 'Pin directories of ours removed because their hook was gone.'],
+  discovered: ['int_reconcile_discovered_total', 'Pods the Kubernetes API lists that ran before the install, attached by reconcile.'],
 };
 
 const KUBE: Names<'lists' | 'relists' | 'watchRestarts' | 'watchEvents' | 'errors'> = {

@@ -105,6 +105,7 @@ test('reconcile attaches running pods the plugin never saw (routed and bridged),
       atts.map(pick).sort((x, y) => (x.podName ?? '').localeCompare(y.podName ?? '')), 'the same two records after more passes');
     assert.deepEqual([...ours(dummyIfindex, 'ingress'), ...ours(dummyIfindex, 'egress')], [], 'nothing of ours on the ifb device');
     assert.equal(bpf.hasClsact(dummyIfindex), false, 'no clsact added to the ifb device');
+    assert.match(await metricsText(daemon), /^int_reconcile_discovered_total 2$/m, 'two pods discovered, each once');
     const farPod = await daemon.api<{ attachments: unknown[] }>('GET', '/v1/pods/default/pod-far');
     assert.deepEqual({ status: farPod.status, n: farPod.json.attachments.length }, { status: 200, n: 0 }, 'pod-far has no attachment');
 
