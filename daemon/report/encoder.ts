@@ -76,9 +76,7 @@ export function encodeFlowReport(
   if (innerStart < 0) return 0;
   writeFixedHeader(out, off, NPROTO_SWITCH_LOCAL, FLAG_TRACKED, id.hwId, seq, ev.ingressTs32);
   const h = off + FIXED_HEADER_LEN;
-  out.writeUInt32BE(id.switchId >>> 0, h);
-  out.writeUInt16BE(ev.ingressIfindex & 0xffff, h + 4);
-  out.writeUInt16BE(ev.egressIfindex & 0xffff, h + 6);
+  writeSwitchAndPorts(out, h, id, ev);
   out[h + 8] = 0; // queue id: a host has no switch queues to name
   out[h + 9] = 0; // queue occupancy (24 bits)
   out[h + 10] = 0;
@@ -106,14 +104,19 @@ export function encodeDropReport(
   if (innerStart < 0) return 0;
   writeFixedHeader(out, off, NPROTO_DROP, FLAG_DROPPED, id.hwId, seq, ev.ingressTs32);
   const h = off + FIXED_HEADER_LEN;
-  out.writeUInt32BE(id.switchId >>> 0, h);
-  out.writeUInt16BE(ev.ingressIfindex & 0xffff, h + 4);
-  out.writeUInt16BE(ev.egressIfindex & 0xffff, h + 6);
+  writeSwitchAndPorts(out, h, id, ev);
   out[h + 8] = 0; // queue id
   out[h + 9] = intDropReason & 0xff;
   out[h + 10] = 0; // pad
   out[h + 11] = 0;
   return DROP_REPORT_HEADERS_LEN + copyInner(ev, innerStart, out, off + DROP_REPORT_HEADERS_LEN, rewriteToPreNat);
+}
+
+/** The first 8 bytes of both the switch-local and the drop header: switch id, ports. */
+function writeSwitchAndPorts(out: Buffer, h: number, id: ReportIdentity, ev: EventView): void {
+  out.writeUInt32BE(id.switchId >>> 0, h);
+  out.writeUInt16BE(ev.ingressIfindex & 0xffff, h + 4);
+  out.writeUInt16BE(ev.egressIfindex & 0xffff, h + 6);
 }
 
 function writeFixedHeader(out: Buffer, off: number, nproto: number, flags: number, hwId: number, seq: number, igTs: number): void {

@@ -101,6 +101,35 @@ uint32_t TcParent(Napi::Env env, const std::string &dir) {
 
 }  // namespace
 
+static int RtnlSocket(Napi::Env env) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) ThrowErrno(env, "netlink socket", errno);
+  return s;
+}
+
+// Dumps qdiscs (RTM_GETQDISC) or filters (RTM_GETTFILTER, under `parent`) of an interface and
+// calls `visit` with each answer and its attributes.
+static int DumpTc(int fd, uint16_t type, int ifindex, uint32_t parent, const std::function<void(tcmsg *, rtattr **)> &visit) {
+  struct {
+    nlmsghdr h;
+    tcmsg t;
+  } req = {};
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
+  req.h.nlmsg_type = type;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.t.tcm_family = AF_UNSPEC;
+  req.t.tcm_ifindex = ifindex;
+  req.t.tcm_parent = parent;
+  const uint16_t answer = type == RTM_GETQDISC ? RTM_NEWQDISC : RTM_NEWTFILTER;
+  return Transact(fd, &req.h, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != answer) return;
+    tcmsg *t = (tcmsg *)NLMSG_DATA(h);
+    rtattr *tb[TCA_MAX + 1];
+    ParseAttrs(TCA_RTA(t), TCA_PAYLOAD(h), tb, TCA_MAX);
+    visit(t, tb);
+  });
+}
+
 // linkGet({ifindex} | {ifname}, netnsPath?) -> { ifindex, ifname, kind, peerIfindex, peerNetnsId, mac, master }
 static Napi::Value LinkGet(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -171,25 +200,11 @@ static Napi::Value LinkGet(const Napi::CallbackInfo &info) {
 static Napi::Value Qdiscs(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int ifindex = info[0].As<Napi::Number>().Int32Value();
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
-  struct {
-    nlmsghdr h;
-    tcmsg t;
-  } req = {};
-  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.h.nlmsg_type = RTM_GETQDISC;
-  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.t.tcm_family = AF_UNSPEC;
-  req.t.tcm_ifindex = ifindex;
+  Fd s(RtnlSocket(env));
   Napi::Array arr = Napi::Array::New(env);
   uint32_t i = 0;
-  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWQDISC) return;
-    tcmsg *t = (tcmsg *)NLMSG_DATA(h);
+  int err = DumpTc(s.fd, RTM_GETQDISC, ifindex, 0, [&](tcmsg *t, rtattr **tb) {
     if (t->tcm_ifindex != ifindex) return;
-    rtattr *tb[TCA_MAX + 1];
-    ParseAttrs(TCA_RTA(t), TCA_PAYLOAD(h), tb, TCA_MAX);
     Napi::Object o = Napi::Object::New(env);
     o.Set("kind", AttrString(tb[TCA_KIND]));
     o.Set("handle", t->tcm_handle);
@@ -206,26 +221,11 @@ static Napi::Value TcFilters(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int ifindex = info[0].As<Napi::Number>().Int32Value();
   std::string dir = info[1].As<Napi::String>();
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
-  struct {
-    nlmsghdr h;
-    tcmsg t;
-  } req = {};
-  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.h.nlmsg_type = RTM_GETTFILTER;
-  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.t.tcm_family = AF_UNSPEC;
-  req.t.tcm_ifindex = ifindex;
-  req.t.tcm_parent = TcParent(env, dir);
+  Fd s(RtnlSocket(env));
   Napi::Array arr = Napi::Array::New(env);
   uint32_t i = 0;
-  int err = Transact(s.fd, &req.h, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWTFILTER) return;
-    tcmsg *t = (tcmsg *)NLMSG_DATA(h);
+  int err = DumpTc(s.fd, RTM_GETTFILTER, ifindex, TcParent(env, dir), [&](tcmsg *t, rtattr **tb) {
     if (t->tcm_handle == 0) return;  // the classifier instance itself, not a filter
-    rtattr *tb[TCA_MAX + 1];
-    ParseAttrs(TCA_RTA(t), TCA_PAYLOAD(h), tb, TCA_MAX);
     Napi::Object o = Napi::Object::New(env);
     std::string kind = AttrString(tb[TCA_KIND]);
     o.Set("priority", t->tcm_info >> 16);
@@ -306,8 +306,7 @@ bool ParseMac(const std::string &s, unsigned char out[6]) {
 static Napi::Value RouteOutputIfindex(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   IpAddr ip = ParseIp(env, info[0]);
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  Fd s(RtnlSocket(env));
   struct {
     nlmsghdr h;
     rtmsg r;
@@ -362,8 +361,7 @@ static Napi::Value NeighbourMac(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int ifindex = info[0].As<Napi::Number>().Int32Value();
   IpAddr ip = ParseIp(env, info[1]);
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  Fd s(RtnlSocket(env));
   std::string mac;
   int err = DumpNeighbours(s.fd, ip.family, [&](ndmsg *n, rtattr **tb) {
     if (n->ndm_ifindex != ifindex || (n->ndm_state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP))) return false;
@@ -384,8 +382,7 @@ static Napi::Value NeighbourProbe(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int ifindex = info[0].As<Napi::Number>().Int32Value();
   IpAddr ip = ParseIp(env, info[1]);
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  Fd s(RtnlSocket(env));
   struct {
     nlmsghdr h;
     ndmsg n;
@@ -413,8 +410,7 @@ static Napi::Value BridgePortOf(const Napi::CallbackInfo &info) {
   std::string text = info[1].As<Napi::String>();
   unsigned char want[6];
   if (!ParseMac(text, want)) throw Napi::TypeError::New(env, "invalid MAC address '" + text + "'");
-  Fd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (s.fd < 0) ThrowErrno(env, "netlink socket", errno);
+  Fd s(RtnlSocket(env));
   int port = -1;
   int err = DumpNeighbours(s.fd, AF_BRIDGE, [&](ndmsg *n, rtattr **tb) {
     if (n->ndm_ifindex == bridge) return false;
