@@ -66,7 +66,8 @@ struct {
  * shared by all CPUs. Each slot holds its flow's key: two flows on one slot take turns and
  * report more often, never less. Concurrent writers can only cause an extra report.
  */
-#define FLOW_SLOTS 65536
+#define FLOW_SLOTS_LOG2 16
+#define FLOW_SLOTS (1 << FLOW_SLOTS_LOG2)
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FLOW_SLOTS);
@@ -88,11 +89,13 @@ static __always_inline void count(__u32 idx)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
+#if !META_LRU_HASH
 static __always_inline __u32 meta_index(__u64 key)
 {
 	__u32 h = (__u32)key ^ (__u32)(key >> 32);
 	return (h ^ (h >> 16)) & (META_SLOTS - 1);
 }
+#endif
 
 /* Records ingress metadata for the packet key. */
 static __always_inline void meta_put(__u64 key, const struct int_meta *m)
@@ -109,24 +112,27 @@ static __always_inline void meta_put(__u64 key, const struct int_meta *m)
 #endif
 }
 
-/* Takes (finds and consumes) the ingress metadata of the packet key; 0 when there is none. */
-static __always_inline int meta_take(__u64 key, struct int_meta *out)
+/*
+ * Finds and consumes the ingress metadata of the packet key: NULL when there is none. The
+ * per-CPU slot is read in place: nothing else on this CPU rewrites it while we use it (only a
+ * drop on an interrupt could, and that only clears the key).
+ */
+static __always_inline const struct int_meta *meta_take(__u64 key, struct int_meta *scratch)
 {
 #if META_LRU_HASH
 	struct int_meta *m = bpf_map_lookup_elem(&int_meta, &key);
 	if (!m)
-		return 0;
-	*out = *m;
+		return NULL;
+	*scratch = *m; /* the entry is freed by the delete */
 	bpf_map_delete_elem(&int_meta, &key);
-	return 1;
+	return scratch;
 #else
 	__u32 idx = meta_index(key);
 	struct int_meta *slot = bpf_map_lookup_elem(&int_meta, &idx);
 	if (!slot || slot->key != key)
-		return 0;
-	*out = *slot;
+		return NULL;
 	slot->key = 0;
-	return 1;
+	return slot;
 #endif
 }
 
@@ -157,20 +163,23 @@ static __always_inline int tuple_differs(const struct int_tuple *a, const struct
 	return diff != 0;
 }
 
+/* Independent multiplies, one per word pair, rather than a chain through every word: the
+ * index costs one multiply's latency. The top bits of a product depend on all bits of its input. */
 static __always_inline __u32 flow_index(const struct int_flow_key *fk)
 {
-	const __u32 *w = (const __u32 *)fk;
-	__u32 h = 0x9e3779b9;
-#pragma unroll
-	for (int i = 0; i < sizeof(struct int_flow_key) / 4; i++)
-		h = (h ^ w[i]) * 0x01000193;
-	return (h ^ (h >> 16)) & (FLOW_SLOTS - 1);
+	const __u64 *q = (const __u64 *)fk;
+	__u64 h = (q[0] ^ q[1]) * 0x9e3779b97f4a7c15ULL + (q[2] ^ q[3]) * 0xc2b2ae3d27d4eb4fULL +
+		  q[4] * 0x165667b19e3779f9ULL + q[5] * 0x27d4eb2f165667c5ULL;
+	return (__u32)(h >> (64 - FLOW_SLOTS_LOG2));
 }
 
-/* First packet of a flow, then one per interval, or when hop latency changes bucket. */
-static __always_inline int flow_filter_allows(struct int_flow_key *fk, __u64 now, __u64 latency)
+/*
+ * First packet of a flow, then one per interval, or when hop latency leaves the bucket of the
+ * last report. The slot keeps that bucket as its lower bound, so a packet costs a subtraction
+ * and a compare; the division happens only when reporting.
+ */
+static __always_inline int flow_filter_allows(const struct int_flow_key *fk, __u64 now, __u64 latency)
 {
-	__u32 bucket = latency_quantum_ns ? (__u32)(latency / latency_quantum_ns) : 0;
 	__u32 idx = flow_index(fk);
 	struct int_flow_slot *st = bpf_map_lookup_elem(&int_flows, &idx);
 	if (!st)
@@ -180,11 +189,13 @@ static __always_inline int flow_filter_allows(struct int_flow_key *fk, __u64 now
 #pragma unroll
 	for (int i = 0; i < sizeof(struct int_flow_key) / 8; i++)
 		diff |= a[i] ^ b[i];
-	if (!diff && now - st->last_report_ts < report_interval_ns && st->latency_bucket == bucket)
+	/* Below the bound, the unsigned difference wraps to a large value: another bucket too. */
+	int same_bucket = !latency_quantum_ns || latency - st->bucket_lo_ns < latency_quantum_ns;
+	if (!diff && now - st->last_report_ts < report_interval_ns && same_bucket)
 		return 0;
 	st->key = *fk;
 	st->last_report_ts = now;
-	st->latency_bucket = bucket;
+	st->bucket_lo_ns = latency_quantum_ns ? latency - latency % latency_quantum_ns : 0;
 	return 1;
 }
 
@@ -200,20 +211,22 @@ static __always_inline int on_egress(struct __sk_buff *skb, const bool data_ifac
 		return TC_ACT_UNSPEC;
 	}
 
-	struct int_meta m;
-	if (!meta_take(r.key, &m)) {
+	struct int_meta scratch;
+	const struct int_meta *m = meta_take(r.key, &scratch);
+	if (!m) {
 		count(INT_CNT_META_MISS);
 		return TC_ACT_UNSPEC;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	if (now - m.ig_ts > max_hop_ns) {
+	__u64 ig_ts = m->ig_ts;
+	if (now - ig_ts > max_hop_ns) {
 		count(INT_CNT_META_STALE);
 		return TC_ACT_UNSPEC;
 	}
 
-	fk.ig_ifindex = m.ig_ifindex;
+	fk.ig_ifindex = m->ig_ifindex;
 	fk.eg_ifindex = skb->ifindex;
-	if (!flow_filter_allows(&fk, now, now - m.ig_ts)) {
+	if (!flow_filter_allows(&fk, now, now - ig_ts)) {
 		count(INT_CNT_FILTERED);
 		return TC_ACT_UNSPEC;
 	}
@@ -221,13 +234,13 @@ static __always_inline int on_egress(struct __sk_buff *skb, const bool data_ifac
 	struct int_event ev = {
 		.type = INT_EVENT_TRACE,
 		.flags = INT_F_INGRESS | (r.tunnel ? INT_F_TUNNEL : 0),
-		.ig_ifindex = m.ig_ifindex,
+		.ig_ifindex = fk.ig_ifindex,
 		.eg_ifindex = fk.eg_ifindex,
 		.pkt_len = skb->len,
 		.inner_offset = r.inner_offset,
-		.ig_ts = m.ig_ts,
+		.ig_ts = ig_ts,
 		.eg_ts = now,
-		.pre_nat = m.tuple,
+		.pre_nat = m->tuple,
 		.post_nat = fk.tuple,
 	};
 	if (tuple_differs(&ev.pre_nat, &ev.post_nat))

@@ -117,10 +117,10 @@ int int_kfree_skb(unsigned long long *ctx)
 	__u64 key;
 	if (drop_parse(head + nh_off, l3proto, &ev->post_nat, &key) < 0)
 		return 0;
-	struct int_meta m;
-	if (!meta_take(key, &m))
+	struct int_meta scratch;
+	const struct int_meta *mp = meta_take(key, &scratch);
+	if (!mp)
 		return 0; /* not a packet we saw at ingress (on this CPU) */
-	struct int_meta *mp = &m;
 	__u64 now = bpf_ktime_get_ns();
 	if (now - mp->ig_ts > max_hop_ns)
 		return 0;

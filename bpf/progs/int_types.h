@@ -72,8 +72,7 @@ struct int_flow_key {
 struct int_flow_slot {
 	struct int_flow_key key;
 	__u64 last_report_ts;
-	__u32 latency_bucket;
-	__u32 pad;
+	__u64 bucket_lo_ns; /* hop latency bucket of the last report: its lower bound in ns */
 }; /* 64 bytes */
 
 /* Indices of the per-CPU counter array (map int_counters). */

@@ -21,7 +21,7 @@ interface Bench {
 const BENCHES: Bench[] = [
   {
     name: 'datapath',
-    budgetMs: 240_000,
+    budgetMs: 600_000,
     run: (s, quick, log) => benchDatapath(s, quick ? { ...DATAPATH_DEFAULTS, rounds: 1, tcpSeconds: 2, udpSeconds: 2, costTrials: 1 } : DATAPATH_DEFAULTS, log),
   },
   {

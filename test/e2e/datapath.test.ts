@@ -170,7 +170,8 @@ test('flow filter: a burst gives one event, a new latency bucket a new one', asy
     assert.ok(dp.counters().filtered - c0.filtered >= 999n, 'the other 999 were filtered in the kernel');
 
     // The flow's filter slot (struct int_flow_slot: the flow key, then last_report_ts at 48 and
-    // latency_bucket at 56): another bucket written there makes the next packet report.
+    // bucket_lo_ns, the lower bound of the reported latency bucket, at 56): another bucket
+    // written there makes the next packet report.
     const flows = dp.obj.map('int_flows');
     const slot = Buffer.alloc(flows.valueSize);
     let index: Buffer | undefined;
@@ -185,7 +186,8 @@ test('flow filter: a burst gives one event, a new latency bucket a new one', asy
     await dp.settle();
     assert.equal(dp.matching(t).length, 1, 'same bucket, within the interval: no event');
     assert.ok(flows.lookup(index, slot), 'the slot is still there');
-    slot.writeUInt32LE(slot.readUInt32LE(56) + 1000, 56);
+    assert.equal(slot.readBigUInt64LE(56), 0n, 'every latency here is in the first 2^40 ns bucket');
+    slot.writeBigUInt64LE(1000n * 2n ** 40n, 56);
     flows.update(index, slot);
     await udpFlow(scope, { from: a, to: b, family: 4, sport: 45001, dport: burst.dport, count: 1 });
     const after = await dp.waitFor(t, 2);

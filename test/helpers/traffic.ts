@@ -468,6 +468,10 @@ export interface IperfSpec {
   seconds?: number;
   srcAddr?: string;
   dstAddr?: string;
+  /** seconds at the start left out of the result (slow start, warm-up): iperf3 -O */
+  omitSeconds?: number;
+  /** CPUs for the client and the server (iperf3 -A client,server): less scheduling noise in benchmarks */
+  cpus?: [number, number];
 }
 
 export interface IperfTcpResult {
@@ -504,8 +508,9 @@ async function iperf(scope: Scope, spec: IperfSpec, extra: string[]): Promise<Re
     if (Date.now() > deadline) throw new Error(`iperf3 server did not listen on ${dst}:${port}`);
     await sleep(20);
   }
-  const client = scope.spawn(spec.from.netns, [IPERF3, '-c', dst, '-B', src, '-p', String(port), '-t', String(seconds), '-J', ...extra]);
-  const timer = setTimeout(() => client.kill(), (seconds + 20) * 1000);
+  const tuning = [...(spec.omitSeconds ? ['-O', String(spec.omitSeconds)] : []), ...(spec.cpus ? ['-A', spec.cpus.join(',')] : [])];
+  const client = scope.spawn(spec.from.netns, [IPERF3, '-c', dst, '-B', src, '-p', String(port), '-t', String(seconds), '-J', ...tuning, ...extra]);
+  const timer = setTimeout(() => client.kill(), (seconds + (spec.omitSeconds ?? 0) + 20) * 1000);
   const r = await client.exited;
   clearTimeout(timer);
   await collect(server, 3000);
