@@ -66,6 +66,25 @@ export function cpuSecondsOf(pid: number): number {
   return ticks / 100; // USER_HZ is 100 on Linux
 }
 
+/**
+ * Mean ns per run and run count of each program while `load` runs, from the kernel's run-time
+ * statistics (switched on for the measurement only).
+ */
+export async function runTimePerRun(progs: readonly bpf.Program[], load: () => Promise<unknown>): Promise<{ ns: number; runs: number }[]> {
+  const stats = bpf.enableRunTimeStats();
+  try {
+    const before = progs.map((p) => p.info());
+    await load();
+    return progs.map((p, i) => {
+      const after = p.info();
+      const runs = Number(after.runCount - before[i].runCount);
+      return { ns: Number(after.runTimeNs - before[i].runTimeNs) / Math.max(runs, 1), runs };
+    });
+  } finally {
+    stats.close();
+  }
+}
+
 /** Our programs loaded once; attachable to and detachable from pod veths any number of times. */
 export class BenchDatapath {
   private attachments: bpf.Attachment[] = [];

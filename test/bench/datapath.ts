@@ -9,7 +9,7 @@ import * as bpf from '../../bpf/index';
 import { createNode, type Pod } from '../helpers/netns';
 import type { Scope } from '../helpers/scope';
 import { iperfTcp, udpFlood } from '../helpers/traffic';
-import { BenchDatapath } from './common';
+import { BenchDatapath, runTimePerRun } from './common';
 import { fmt, fmtInt, median, pct, type BenchResult, type Table } from './report';
 
 export interface DatapathBenchOptions {
@@ -31,19 +31,8 @@ interface CostSample {
 }
 
 async function measureCost(dp: BenchDatapath, load: () => Promise<unknown>): Promise<CostSample> {
-  const stats = bpf.enableRunTimeStats();
-  try {
-    const i0 = dp.progStats(bpf.PROGRAMS.ingress);
-    const e0 = dp.progStats(bpf.PROGRAMS.egress);
-    await load();
-    const i1 = dp.progStats(bpf.PROGRAMS.ingress);
-    const e1 = dp.progStats(bpf.PROGRAMS.egress);
-    const ir = i1.runs - i0.runs;
-    const er = e1.runs - e0.runs;
-    return { ingressNs: (i1.ns - i0.ns) / Math.max(ir, 1), egressNs: (e1.ns - e0.ns) / Math.max(er, 1), ingressRuns: ir, egressRuns: er };
-  } finally {
-    stats.close();
-  }
+  const [ig, eg] = await runTimePerRun([dp.obj.program(bpf.PROGRAMS.ingress), dp.obj.program(bpf.PROGRAMS.egress)], load);
+  return { ingressNs: ig.ns, egressNs: eg.ns, ingressRuns: ig.runs, egressRuns: eg.runs };
 }
 
 function costRows(label: string, samples: CostSample[]): string[] {
@@ -78,20 +67,17 @@ const PROBES = [
 ] as const;
 type ProbeName = (typeof PROBES)[number]['prog'];
 
+/** One program on both hooks of every pod's host veth. */
+function attachOnBothHooks(prog: bpf.Program, pods: readonly Pod[]): bpf.Attachment[] {
+  return pods.flatMap((p) => [bpf.attach(prog, p.hostIfindex, 'ingress'), bpf.attach(prog, p.hostIfindex, 'egress')]);
+}
+
 /** ns per run of one probe program attached to both hooks of every pod. */
 async function probeCost(probes: bpf.BpfObject, name: ProbeName, pods: Pod[], load: () => Promise<unknown>): Promise<number> {
   const prog = probes.program(name);
-  const atts = pods.flatMap((p) => [bpf.attach(prog, p.hostIfindex, 'ingress'), bpf.attach(prog, p.hostIfindex, 'egress')]);
+  const atts = attachOnBothHooks(prog, pods);
   try {
-    const stats = bpf.enableRunTimeStats();
-    try {
-      const i0 = prog.info();
-      await load();
-      const i1 = prog.info();
-      return Number(i1.runTimeNs - i0.runTimeNs) / Math.max(Number(i1.runCount - i0.runCount), 1);
-    } finally {
-      stats.close();
-    }
+    return (await runTimePerRun([prog], load))[0].ns;
   } finally {
     for (const x of atts) bpf.detach(x);
   }
@@ -215,11 +201,8 @@ export async function benchDatapath(scope: Scope, o: DatapathBenchOptions, log: 
   const udp: Record<Arm, number[]> = { base: [], ours: [], empty: [], parseClock: [] };
   const reference = { empty: probes.program('probe_empty'), parseClock: probes.program('probe_parse_clock') };
   const trial = async (arm: Arm, kind: 'tcp' | 'udp', round: number) => {
-    const refAtts: bpf.Attachment[] = [];
     if (arm === 'ours') dp.attachPods(pods);
-    if (arm === 'empty' || arm === 'parseClock') {
-      for (const p of pods) refAtts.push(bpf.attach(reference[arm], p.hostIfindex, 'ingress'), bpf.attach(reference[arm], p.hostIfindex, 'egress'));
-    }
+    const refAtts = arm === 'empty' || arm === 'parseClock' ? attachOnBothHooks(reference[arm], pods) : [];
     try {
       log(`datapath: ${kind} round ${round + 1}/${o.rounds} ${arm}`);
       if (kind === 'tcp') {

@@ -275,48 +275,11 @@ function syntheticRecord(flow: number): Buffer {
   return rec;
 }
 
-async function synthetic(scope: Scope, seconds: number, perTurn: number, send = true): Promise<Trial> {
-  if (!send) return syntheticNoSend(seconds, perTurn);
-  const sink = await UdpSink.start(scope);
-  const sender = new ReportSender({ collectors: [sink.address] });
-  scope.defer('close sender', () => void sender.close());
-  await sender.ready();
-  const wl = new Watchlist(parseWatchlistText(MATCH_ALL, 'bench watchlist'));
-  const pipeline = new Pipeline(() => wl, sender, { switchId: 0x0a000001, hwId: sender.hwId }, new Uint8Array(0));
-  const batch = frameBatch(Array.from({ length: perTurn }, (_, i) => syntheticRecord(i % 64)));
-  const view = new EventView();
-  const cpu0 = process.cpuUsage();
-  const lag = newLag();
-  const t0 = performance.now();
-  const end = t0 + seconds * 1000;
-  let offered = 0;
-  while (performance.now() < end) {
-    pipeline.process(view.reset(batch), 0);
-    offered += perTurn;
-    await tick(); // one batch per event-loop turn, as the reader hands them over
-  }
-  await sender.drain(1000);
-  const elapsed = (performance.now() - t0) / 1000;
-  const l = lag.stop();
-  const cpu = process.cpuUsage(cpu0);
-  await sleep(200);
-  const s = sender.stats().total;
-  const delivered = await sink.count();
-  await sender.close();
-  sink.proc.kill();
-  return {
-    seconds: elapsed, offered, eventsKernel: 0, lostKernel: 0, lostReader: 0, built: pipeline.counters.reportsBuilt,
-    sent: s.sent, droppedQueue: s.droppedQueueFull, sendErrors: s.sendErrors, delivered,
-    cpuSeconds: (cpu.user + cpu.system) / 1e6, lagP99Ms: l.p99, lagMaxMs: l.max,
-  };
-}
-
-/** Match + encode only: the sender replaced by a counter, to separate the two costs. */
-async function syntheticNoSend(seconds: number, perTurn: number): Promise<Trial> {
-  let handed = 0;
-  const nullSender = { send: () => void handed++ } as unknown as ReportSender;
-  const wl = new Watchlist(parseWatchlistText(MATCH_ALL, 'bench watchlist'));
-  const pipeline = new Pipeline(() => wl, nullSender, { switchId: 0x0a000001, hwId: 0 }, new Uint8Array(0));
+/**
+ * Feeds one synthetic batch of perTurn events per event-loop turn for `seconds`, as the reader
+ * hands them over; `finish` (the sender's drain) counts in the elapsed time, CPU and lag.
+ */
+async function feedSynthetic(pipeline: Pipeline, seconds: number, perTurn: number, finish: () => Promise<void>) {
   const batch = frameBatch(Array.from({ length: perTurn }, (_, i) => syntheticRecord(i % 64)));
   const view = new EventView();
   const cpu0 = process.cpuUsage();
@@ -329,13 +292,40 @@ async function syntheticNoSend(seconds: number, perTurn: number): Promise<Trial>
     offered += perTurn;
     await tick();
   }
+  await finish();
   const elapsed = (performance.now() - t0) / 1000;
   const l = lag.stop();
   const cpu = process.cpuUsage(cpu0);
+  return { offered, seconds: elapsed, cpuSeconds: (cpu.user + cpu.system) / 1e6, lagP99Ms: l.p99, lagMaxMs: l.max };
+}
+
+async function synthetic(scope: Scope, seconds: number, perTurn: number, send = true): Promise<Trial> {
+  const wl = new Watchlist(parseWatchlistText(MATCH_ALL, 'bench watchlist'));
+  if (!send) {
+    // Match + encode only: the sender replaced by a counter, to separate the two costs.
+    let handed = 0;
+    const nullSender = { send: () => void handed++ } as unknown as ReportSender;
+    const pipeline = new Pipeline(() => wl, nullSender, { switchId: 0x0a000001, hwId: 0 }, new Uint8Array(0));
+    const f = await feedSynthetic(pipeline, seconds, perTurn, async () => undefined);
+    return {
+      ...f, eventsKernel: 0, lostKernel: 0, lostReader: 0, built: pipeline.counters.reportsBuilt,
+      sent: handed, droppedQueue: 0, sendErrors: 0, delivered: handed,
+    };
+  }
+  const sink = await UdpSink.start(scope);
+  const sender = new ReportSender({ collectors: [sink.address] });
+  scope.defer('close sender', () => void sender.close());
+  await sender.ready();
+  const pipeline = new Pipeline(() => wl, sender, { switchId: 0x0a000001, hwId: sender.hwId }, new Uint8Array(0));
+  const f = await feedSynthetic(pipeline, seconds, perTurn, () => sender.drain(1000).then(() => undefined));
+  await sleep(200);
+  const s = sender.stats().total;
+  const delivered = await sink.count();
+  await sender.close();
+  sink.proc.kill();
   return {
-    seconds: elapsed, offered, eventsKernel: 0, lostKernel: 0, lostReader: 0, built: pipeline.counters.reportsBuilt,
-    sent: handed, droppedQueue: 0, sendErrors: 0, delivered: handed,
-    cpuSeconds: (cpu.user + cpu.system) / 1e6, lagP99Ms: l.p99, lagMaxMs: l.max,
+    ...f, eventsKernel: 0, lostKernel: 0, lostReader: 0, built: pipeline.counters.reportsBuilt,
+    sent: s.sent, droppedQueue: s.droppedQueueFull, sendErrors: s.sendErrors, delivered,
   };
 }
 

@@ -9,6 +9,7 @@ import { PinLayout, PROGRAMS } from '../../bpf/pins';
 import { listPodAttachments } from '../../bpf/attachments';
 import type { AttachmentRecord } from '../../daemon/agent/attachments';
 import type { DecodedReport } from '../../daemon/collector/decoder';
+import type { ExpectedTuple } from '../helpers/datapath';
 import { IPPROTO } from '../../bpf/events';
 import { ipJson } from '../helpers/exec';
 import type { DaemonProcess, ReportSink } from '../helpers/daemon';
@@ -71,14 +72,8 @@ export function assertRecords(list: AttachmentRecord[], expected: ExpectedRecord
   assert.deepEqual(got, want, `${label}: the daemon's attachment records`);
 }
 
-export interface FlowMatch {
-  src: string;
-  dst: string;
-  protocol: number;
-  srcPort?: number;
-  dstPort?: number;
-  icmpType?: number;
-}
+/** A report's inner tuple to look for: the same fields the datapath tests match events on. */
+export type FlowMatch = ExpectedTuple;
 
 function matches(r: DecodedReport, m: FlowMatch): boolean {
   const i = r.inner;

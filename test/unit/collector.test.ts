@@ -111,21 +111,7 @@ test('rejects malformed datagrams with a reason', () => {
 
 test('a report cut inside the inner packet decodes what was captured', () => {
   const r = decodeOk(FLOW_REPORT_VECTOR.subarray(0, 28 + 38));
-  assert.deepEqual(r.inner, {
-    dstMac: '6a:3f:2e:11:22:33',
-    srcMac: '0e:8d:4c:aa:bb:cc',
-    etherType: 0x0800,
-    ipVersion: 4,
-    src: '10.68.235.10',
-    dst: '10.68.235.20',
-    protocol: 6,
-    ttl: 64,
-    srcPort: 43512,
-    dstPort: 80,
-    ipChecksumValid: true,
-    l4ChecksumValid: null,
-    truncated: true,
-  });
+  assert.deepEqual(r.inner, { ...VECTOR_INNER, l4ChecksumValid: null, truncated: true });
   const ipCut = decodeOk(FLOW_REPORT_VECTOR.subarray(0, 28 + 20));
   assert.equal(ipCut.inner.truncated, true);
   assert.equal(ipCut.inner.ipVersion, undefined);
