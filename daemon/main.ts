@@ -3,15 +3,16 @@
 //   int-host-reporter collect --listen A:P   print the INT reports that arrive
 //   int-host-reporter status|pods|pod|topology|watchlist ...   ask the running daemon
 //   int-host-reporter uninstall              remove everything of ours from this node
-import { Agent } from './agent/agent';
-import { ConfigError, HelpRequested, parseConfig } from './config';
-import { runCollectCommand } from './collector/collector';
-import { runCli } from './cli/commands';
-import { uninstall } from './agent/uninstall';
+//   int-host-reporter manifests [...]        print the Kubernetes objects that deploy it
+//   int-host-reporter mount-bpffs [DIR]      mount bpffs on DIR if none is there (the DaemonSet's init container)
+// Each command loads only what it needs: the agent's modules (the Kubernetes client above all) cost
+// a short-lived command, such as the init container's mount-bpffs, time and memory.
+import type { Agent } from './agent/agent';
 
 const CLI_COMMANDS = new Set(['status', 'pods', 'pod', 'topology', 'watchlist']);
 
 async function runDaemon(argv: string[]): Promise<number> {
+  const { ConfigError, HelpRequested, parseConfig } = await import('./config');
   let config;
   try {
     config = parseConfig(argv);
@@ -28,6 +29,7 @@ async function runDaemon(argv: string[]): Promise<number> {
   }
   let agent: Agent;
   try {
+    const { Agent } = await import('./agent/agent');
     agent = await Agent.start(config, { reconcileIntervalMs: Number(process.env.INT_HOST_REPORTER_RECONCILE_MS) || undefined });
   } catch (e) {
     process.stderr.write(`int-host-reporter: cannot start: ${(e as Error).message}\n`);
@@ -44,12 +46,20 @@ async function runDaemon(argv: string[]): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const cmd = argv[0];
-  if (cmd === 'collect') return runCollectCommand(argv.slice(1));
-  if (cmd === 'uninstall') return uninstall(argv.slice(1));
+  if (cmd === 'collect') return (await import('./collector/collector')).runCollectCommand(argv.slice(1));
+  if (cmd === 'uninstall') return (await import('./agent/uninstall')).uninstall(argv.slice(1));
+  if (cmd === 'manifests') return (await import('./cli/manifests')).runManifests(argv.slice(1));
+  if (cmd === 'mount-bpffs') {
+    const dir = argv[1] ?? '/sys/fs/bpf';
+    (await import('../bpf/index')).ensureBpffs(dir); // mounts only where no bpffs is
+    process.stdout.write(`bpffs on ${dir}\n`);
+    return 0;
+  }
   if (cmd === 'version' || cmd === '--version') {
     process.stdout.write('int-host-reporter 0.1.0\n');
     return 0;
   }
+  const runCli = async (a: string[]) => (await import('./cli/commands')).runCli(a);
   if (cmd !== undefined && CLI_COMMANDS.has(cmd)) return runCli(argv);
   if (cmd === 'daemon') return runDaemon(argv.slice(1));
   if (cmd === undefined || cmd.startsWith('-')) return runDaemon(argv);

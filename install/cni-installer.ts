@@ -1,15 +1,20 @@
 // The CNI installer: puts the int-host-reporter chained plugin on a node and keeps it there.
 //
-//   1. copy the plugin (one bundled file) and the two files it loads from beside itself (the addon
-//      and the BPF object) into the CNI bin dir, each by write-to-temp + rename, so an ADD that
-//      starts meanwhile runs either the old file or the new one, never half of one;
-//   2. find the network configuration the runtime uses, the way libcni's callers (containerd's
+//   1. install the plugin's self-contained layout into the CNI bin dir (a launcher and a build dir
+//      with its own node, libraries, bundle, addon and BPF object; see "plugin files" below), a
+//      new build going live only by renames, so an ADD that starts meanwhile runs the old build or
+//      the new one, never half of one;
+//   2. preflight it: run it the way a runtime will (CNI_COMMAND=VERSION, then its --preflight
+//      self-test, with an empty environment); a plugin that cannot start would fail every pod of
+//      the node, so one that fails is never chained: we report why and try again later;
+//   3. find the network configuration the runtime uses, the way libcni's callers (containerd's
 //      go-cni, CRI-O's ocicni, the old kubelet) do: every .conf/.conflist/.json file of the dir,
 //      sorted by name byte-wise, the first that loads as a valid config wins;
-//   3. make sure that config ends with exactly one {"type":"int-host-reporter", ...} entry, by
+//   4. make sure that config ends with exactly one {"type":"int-host-reporter", ...} entry, by
 //      splicing text: nothing else in the file changes, not even whitespace;
-//   4. optionally keep watching the dir and put the entry back when the primary CNI rewrites its
-//      file without it (Calico, Flannel, Cilium and others do, on every restart).
+//   5. optionally keep watching the dir and put the entry back when the primary CNI rewrites its
+//      file without it (Calico, Flannel, Cilium and others do, on every restart);
+//   6. say where it stands in a status file (the daemon's /readyz reads it).
 //
 // We never own the primary's config: we add one entry and take exactly that entry out again. We
 // never rename, delete or reformat a file that is not ours.
@@ -28,20 +33,27 @@
 // shadow is a copy, so when the primary rewrites the .conf the copy is stale until we regenerate it
 // (the watch does, within a debounce; the periodic re-check catches missed events), and when the
 // primary deletes the .conf we delete the shadow. The "-int-host-reporter.conflist" suffix is ours.
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  closeSync, constants, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, readFileSync,
-  renameSync, statSync, unlinkSync, watch as fsWatch, writeSync, type FSWatcher,
+  chmodSync, closeSync, constants, copyFileSync, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, mkdirSync, openSync,
+  readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync,
+  watch as fsWatch, writeFileSync, writeSync, type FSWatcher,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { LATEST_VERSION as LATEST_CNI_VERSION, SUPPORTED_VERSIONS as PLUGIN_CNI_VERSIONS } from '../plugin/result';
 import { arrayElements, leadingWs, lineIndent, topLevelValue } from './json-splice';
 
 export const PLUGIN_TYPE = 'int-host-reporter';
-export const PLUGIN_BINARY = 'int-host-reporter';
-export const PLUGIN_ADDON = 'int_host_reporter.node';
-export const PLUGIN_OBJECT = 'datapath.bpf.o';
-/** Copy order: what the plugin loads first, the plugin itself last (so a new plugin never starts without them). */
-export const PLUGIN_FILES = [PLUGIN_ADDON, PLUGIN_OBJECT, PLUGIN_BINARY] as const;
+/** The file the runtime execs: the launcher. */
+export const PLUGIN_LAUNCHER = 'int-host-reporter';
+/** Beside it: the builds and the `current` symlink. */
+export const PLUGIN_DIR = 'int-host-reporter.d';
+export const CURRENT_LINK = 'current';
+/** What a build dir must hold (its lib/ holds more: the loader is the one the launcher execs). */
+export const BUILD_FILES = ['node', 'plugin.cjs', 'int_host_reporter.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2'] as const;
+/** The previous layout's files beside a `#!/usr/bin/env node` launcher; ours, removed on upgrade. */
+export const OLD_LAYOUT_FILES = ['int_host_reporter.node', 'datapath.bpf.o'] as const;
 export const SHADOW_SUFFIX = '-int-host-reporter.conflist';
 /** What libcni's callers load (containerd go-cni and CRI-O ocicni both pass these three). */
 export const CONFIG_EXTENSIONS = ['.conf', '.conflist', '.json'];
@@ -53,6 +65,14 @@ const MIN_CHAIN_VERSION: Version = [0, 3, 0];
 export const DEFAULT_CNI_CONF_DIR = '/etc/cni/net.d';
 export const DEFAULT_CNI_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_PLUGIN_SOURCE = '/opt/int-host-reporter/cni';
+export const DEFAULT_STATUS_FILE = '/run/int-host-reporter/cni-installer.json';
+/** Generous: node starts in ~0.1 s, but a loaded node may be slow to page in 100 MB the first time. */
+export const DEFAULT_PREFLIGHT_TIMEOUT_MS = 20_000;
+/**
+ * How long a replaced build stays after `current` moved away from it: an exec that resolved it just
+ * before the swap still opens its files (the loader, node, the bundle, later the addon) for a while.
+ */
+export const DEFAULT_OLD_BUILD_GRACE_MS = 10_000;
 
 /** pino-compatible, so the CLI passes pino and tests a silent one. */
 export interface Log {
@@ -74,6 +94,7 @@ export class InstallError extends Error {
 }
 export const EXIT_REFUSED = 3;
 export const EXIT_NO_PRIMARY = 4;
+export const EXIT_PREFLIGHT = 5;
 
 /** The file changed between our read and our rename: somebody else wrote it; read again. */
 class ConcurrentChange extends Error {}
@@ -81,8 +102,12 @@ class ConcurrentChange extends Error {}
 export interface InstallerOptions {
   confDir: string;
   binDir: string;
-  /** where the bundled plugin, addon and object are (the image's dist/cni) */
+  /** where the plugin's layout is (the image's copy of dist/cni) */
   pluginSource: string;
+  /** how long each preflight run may take (default DEFAULT_PREFLIGHT_TIMEOUT_MS) */
+  preflightTimeoutMs?: number;
+  /** how long a replaced build is kept (default DEFAULT_OLD_BUILD_GRACE_MS) */
+  oldBuildGraceMs?: number;
   /** extra fields of our entry, e.g. {"socketPath": "..."} */
   pluginConfig?: JsonObject;
   log?: Log;
@@ -446,12 +471,8 @@ export function removeStaleTemps(dir: string): string[] {
     const pid = Number(name.slice(i + TMP_MARK.length).split('-')[0]);
     if (pid === process.pid) continue;
     if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) continue;
-    try {
-      unlinkSync(join(dir, name));
-      removed.push(name);
-    } catch {
-      /* gone already */
-    }
+    rmSync(join(dir, name), { recursive: true, force: true }); // a file, or a half-copied build dir
+    removed.push(name);
   }
   return removed;
 }
@@ -465,65 +486,474 @@ function processAlive(pid: number): boolean {
   }
 }
 
-// --- binaries ---------------------------------------------------------------------------
+// --- plugin files: the self-contained layout ---------------------------------------------
+//
+// What we install (the same shape as the plugin source, the image's dist/cni):
+//   <bin>/int-host-reporter                     static launcher: execs the build `current` names
+//   <bin>/int-host-reporter.d/current -> <id>   relative symlink
+//   <bin>/int-host-reporter.d/<id>/             node, lib/, plugin.cjs, the addon, the BPF object
+// A build id is a hash of the build's contents, so a build dir with the right name is complete
+// unless somebody damaged it (repaired below from the source, file by file).
+//
+// An upgrade never leaves a moment when <bin>/int-host-reporter cannot run: the new build dir
+// appears by rename, `current` is swapped by rename, then the launcher; the old build is removed
+// only a grace period after the swap (an exec that resolved it just before still reads it), by a
+// later pass. Before all that, the new build passes the preflight from a staging copy of the
+// launcher whose `current` points at it, so a build that cannot run on this host never becomes
+// the one the runtime execs.
 
-function digest(path: string): string | undefined {
+function digest(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function readlinkOrNull(path: string): string | null {
   try {
-    return createHash('sha256').update(readFileSync(path)).digest('hex');
-  } catch {
-    return undefined;
+    return readlinkSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EINVAL') return null; // EINVAL: not a symlink
+    throw err;
   }
 }
 
-/** Copies the plugin, addon and object into the bin dir; files already identical are left alone. */
-export function installBinaries(opts: Pick<InstallerOptions, 'binDir' | 'pluginSource' | 'log'>): { copied: string[]; unchanged: string[] } {
-  const log = opts.log ?? silentLog;
-  const missing = PLUGIN_FILES.filter((f) => !existsSync(join(opts.pluginSource, f)));
-  if (missing.length > 0) {
-    throw new InstallError(`plugin source ${opts.pluginSource} lacks ${missing.join(', ')} (it must hold the bundled plugin with its addon and BPF object)`);
+function readBufferOrNull(path: string): Buffer | null {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
-  if (!existsSync(opts.binDir)) throw new InstallError(`CNI bin dir ${opts.binDir} does not exist`);
-  const copied: string[] = [];
-  const unchanged: string[] = [];
-  removeStaleTemps(opts.binDir);
-  for (const f of PLUGIN_FILES) {
-    const src = join(opts.pluginSource, f);
-    const dst = join(opts.binDir, f);
-    const data = readFileSync(src);
-    if (digest(dst) === createHash('sha256').update(data).digest('hex')) {
-      unchanged.push(f);
+}
+
+/** A build id is one plain file name; never ".", "..", a path or one of our temp names. */
+function isBuildName(name: string): boolean {
+  return /^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(name) && !name.includes(TMP_MARK);
+}
+
+export interface PluginSource {
+  launcher: Buffer;
+  launcherMode: number;
+  /** the build id `current` names */
+  build: string;
+  buildDir: string;
+}
+
+/** Reads the plugin source and checks that it holds a complete layout. */
+export function readPluginSource(dir: string): PluginSource {
+  const launcherPath = join(dir, PLUGIN_LAUNCHER);
+  const current = join(dir, PLUGIN_DIR, CURRENT_LINK);
+  const build = readlinkOrNull(current);
+  if (build === null) {
+    throw new InstallError(`plugin source ${dir} has no ${PLUGIN_DIR}/${CURRENT_LINK} symlink (it must hold the launcher and a build dir, as "node build.mjs" makes dist/cni)`);
+  }
+  if (!isBuildName(build)) throw new InstallError(`plugin source ${current} points at "${build}", which is not a build dir name`);
+  const buildDir = join(dir, PLUGIN_DIR, build);
+  const missing = [PLUGIN_LAUNCHER, ...BUILD_FILES.map((f) => join(PLUGIN_DIR, build, f))].filter((f) => !existsSync(join(dir, f)));
+  if (missing.length) throw new InstallError(`plugin source ${dir} lacks ${missing.join(', ')}`);
+  return { launcher: readFileSync(launcherPath), launcherMode: statSync(launcherPath).mode & 0o777, build, buildDir };
+}
+
+/** The build the installed launcher runs now (what `current` names), or null. */
+export function installedBuild(binDir: string): string | null {
+  const build = readlinkOrNull(join(binDir, PLUGIN_DIR, CURRENT_LINK));
+  return build !== null && isBuildName(build) ? build : null;
+}
+
+/** Copies a file to a temp name beside dst (mode set, data synced) and renames it over dst. */
+function copyFileAtomic(src: string, dst: string, mode: number): void {
+  const tmp = tmpPathFor(dst);
+  try {
+    copyFileSync(src, tmp);
+    chmodSync(tmp, mode);
+    const fd = openSync(tmp, constants.O_RDONLY);
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, dst);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Copies a directory tree to dst (which must not exist), keeping modes and symlinks. */
+function copyTree(src: string, dst: string): void {
+  mkdirSync(dst, { mode: statSync(src).mode & 0o777 });
+  chmodSync(dst, statSync(src).mode & 0o777);
+  for (const e of readdirSync(src, { withFileTypes: true })) {
+    const from = join(src, e.name);
+    const to = join(dst, e.name);
+    if (e.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+    else if (e.isDirectory()) copyTree(from, to);
+    else if (e.isFile()) {
+      copyFileSync(from, to);
+      chmodSync(to, statSync(from).mode & 0o777);
+      const fd = openSync(to, constants.O_RDONLY);
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+  fsyncDir(dst);
+}
+
+/** Copies a build dir into place under a temp name, then renames it: it appears complete or not at all. */
+function copyTreeAtomic(src: string, dst: string): void {
+  const tmp = tmpPathFor(dst);
+  try {
+    copyTree(src, tmp);
+    renameSync(tmp, dst);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  fsyncDir(dirname(dst));
+}
+
+/**
+ * Puts back what differs from the source in an installed build (missing, another type, size, mode
+ * or link target), each file by temp + rename. Cheap: stats only, no reading. Returns the paths.
+ */
+function repairTree(src: string, dst: string, rel = ''): string[] {
+  const repaired: string[] = [];
+  for (const e of readdirSync(src, { withFileTypes: true })) {
+    const from = join(src, e.name);
+    const to = join(dst, e.name);
+    const name = rel ? `${rel}/${e.name}` : e.name;
+    let have;
+    try {
+      have = lstatSync(to);
+    } catch {
+      have = undefined;
+    }
+    if (e.isSymbolicLink()) {
+      const target = readlinkSync(from);
+      if (have?.isSymbolicLink() && readlinkSync(to) === target) continue;
+      const tmp = tmpPathFor(to);
+      symlinkSync(target, tmp);
+      if (have?.isDirectory()) rmSync(to, { recursive: true, force: true });
+      renameSync(tmp, to);
+    } else if (e.isDirectory()) {
+      if (have?.isDirectory()) {
+        repaired.push(...repairTree(from, to, name));
+        continue;
+      }
+      rmSync(to, { force: true });
+      copyTreeAtomic(from, to);
+    } else if (e.isFile()) {
+      const want = statSync(from);
+      if (have?.isFile() && have.size === want.size && (have.mode & 0o777) === (want.mode & 0o777)) continue;
+      if (have?.isDirectory()) rmSync(to, { recursive: true, force: true });
+      copyFileAtomic(from, to, want.mode & 0o777);
+    } else {
       continue;
     }
-    writeFileAtomic(dst, data, { mode: statSync(src).mode & 0o777 });
-    copied.push(f);
+    repaired.push(name);
   }
-  if (copied.length) log.info({ binDir: opts.binDir, copied }, 'installed plugin files');
-  return { copied, unchanged };
+  return repaired;
 }
 
-/** True when every plugin file in the bin dir has the source's size (a cheap check for the periodic loop). */
-function binariesLookInstalled(opts: Pick<InstallerOptions, 'binDir' | 'pluginSource'>): boolean {
-  return PLUGIN_FILES.every((f) => {
-    try {
-      return statSync(join(opts.binDir, f)).size === statSync(join(opts.pluginSource, f)).size;
-    } catch {
-      return false;
-    }
+// --- preflight --------------------------------------------------------------------------
+
+/** ELF e_machine values of the architectures Linux nodes run, for naming a mismatch. */
+const ELF_MACHINES: Record<number, string> = { 3: 'i386', 21: 'ppc64', 22: 's390x', 40: 'arm', 62: 'x86-64', 183: 'aarch64', 243: 'riscv64' };
+const NODE_ARCH_MACHINE: Record<string, number> = { ia32: 3, ppc64: 21, s390x: 22, arm: 40, x64: 62, arm64: 183, riscv64: 243 };
+
+/** "x is an ELF program for aarch64, this machine is x86-64", or undefined (right machine, or not ELF). */
+export function elfMachineProblem(path: string): string | undefined {
+  const head = Buffer.alloc(20);
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY);
+    if (readSync(fd, head, 0, 20, 0) < 20) return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  if (head.readUInt32BE(0) !== 0x7f454c46) return undefined;
+  const machine = head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+  const host = NODE_ARCH_MACHINE[process.arch];
+  if (host === undefined || machine === host) return undefined;
+  return `${path} is an ELF program for ${ELF_MACHINES[machine] ?? `machine ${machine}`}, this machine is ${ELF_MACHINES[host]}`;
+}
+
+export interface PreflightOutcome {
+  ok: boolean;
+  /** why it failed, one line; empty when ok */
+  reason: string;
+}
+
+/** The last bytes of a program's output, on one line, for a log message. */
+function tail(text: string, max = 600): string {
+  // a foreign binary run as a shell script echoes its own bytes: keep the line printable
+  const t = text.replace(/[^\x20-\x7e\u00a0-\ufffc]+/g, ' ').replace(/\s+/g, ' ').trim();
+  return t.length > max ? '…' + t.slice(t.length - max) : t;
+}
+
+/** Runs the launcher as the runtime would (no environment at all beyond `env`), output captured. */
+function runLauncher(launcher: string, args: string[], env: Record<string, string>, input: string, timeoutMs: number): { problem?: string; stdout: string; status: number } {
+  const r = spawnSync(launcher, args, {
+    env, input, cwd: '/', encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20,
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
+  const what = `${[...Object.entries(env).map(([k, v]) => `${k}=${v}`), launcher, ...args].join(' ')}`;
+  // EPIPE: it exited without reading its stdin; its status and output say why
+  const err = (r.error as NodeJS.ErrnoException | undefined)?.code === 'EPIPE' ? undefined : (r.error as NodeJS.ErrnoException | undefined);
+  if (err?.code === 'ETIMEDOUT') return { problem: `${what} did not finish within ${timeoutMs} ms`, stdout: '', status: -1 };
+  if (err) return { problem: `${what} could not be started: ${err.message}`, stdout: '', status: -1 };
+  if (r.signal) return { problem: `${what} was killed by ${r.signal}${r.stderr ? `: ${tail(r.stderr)}` : ''}`, stdout: r.stdout, status: -1 };
+  if (r.status !== 0) {
+    const out = tail(r.stderr || r.stdout || '');
+    return { problem: `${what} exited with status ${r.status}${out ? `: ${out}` : ' and no output'}`, stdout: r.stdout, status: r.status ?? -1 };
+  }
+  return { stdout: r.stdout, status: 0 };
 }
 
-export function removeBinaries(binDir: string): string[] {
-  const removed: string[] = [];
-  // the plugin first: once it is gone nothing new loads the other two
-  for (const f of [...PLUGIN_FILES].reverse()) {
+/**
+ * The preflight of an installed (or staged) launcher: CNI_COMMAND=VERSION must answer with every
+ * version we speak, then `--preflight` must load the addon and open the BPF object. Both with an
+ * empty environment, as a runtime may run us (no PATH, no HOME).
+ */
+export function preflight(launcher: string, timeoutMs = DEFAULT_PREFLIGHT_TIMEOUT_MS): PreflightOutcome {
+  const failed = (reason: string): PreflightOutcome => {
+    // name the cause when it is the classic one: a program built for another machine
+    let buildDir = join(dirname(launcher), PLUGIN_DIR, CURRENT_LINK);
     try {
-      unlinkSync(join(binDir, f));
-      removed.push(f);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      buildDir = realpathSync(buildDir);
+    } catch {
+      /* no build: the launcher alone is checked */
     }
+    const libDir = join(buildDir, 'lib');
+    const elf = [launcher, join(buildDir, 'node'), ...(existsSync(libDir) ? readdirSync(libDir).map((f) => join(libDir, f)) : [])]
+      .map(elfMachineProblem).filter((p): p is string => p !== undefined);
+    return { ok: false, reason: elf.length ? `${elf.join('; ')} (${reason})` : reason };
+  };
+
+  const version = runLauncher(launcher, [], { CNI_COMMAND: 'VERSION' }, `{"cniVersion":"${LATEST_CNI_VERSION}"}`, timeoutMs);
+  if (version.problem) return failed(version.problem);
+  let supported: unknown;
+  try {
+    supported = (JSON.parse(version.stdout) as JsonObject).supportedVersions;
+  } catch {
+    return failed(`CNI_COMMAND=VERSION printed no JSON: ${JSON.stringify(tail(version.stdout, 200))}`);
+  }
+  const lacking = Array.isArray(supported) ? PLUGIN_CNI_VERSIONS.filter((v) => !supported.includes(v)) : PLUGIN_CNI_VERSIONS;
+  if (lacking.length) return failed(`CNI_COMMAND=VERSION lists ${JSON.stringify(supported)}, which lacks ${lacking.join(', ')}`);
+
+  const self = runLauncher(launcher, ['--preflight'], {}, '', timeoutMs);
+  let report: { ok?: unknown; checks?: { name?: unknown; ok?: unknown; message?: unknown }[] } | undefined;
+  try {
+    report = JSON.parse(self.stdout.trim().split('\n').at(-1) ?? '') as typeof report;
+  } catch {
+    report = undefined;
+  }
+  if (report && Array.isArray(report.checks) && (report.ok !== true || self.problem)) {
+    const bad = report.checks.filter((c) => c.ok !== true).map((c) => `${String(c.name)}: ${String(c.message)}`);
+    return failed(`--preflight failed: ${bad.length ? bad.join('; ') : self.problem}`);
+  }
+  if (self.problem) return failed(self.problem);
+  if (report?.ok !== true) return failed(`--preflight printed no report: ${JSON.stringify(tail(self.stdout, 200))}`);
+  return { ok: true, reason: '' };
+}
+
+/**
+ * Runs the preflight on a build that is not live yet: a staging dir beside the builds holds a copy
+ * of the new launcher and its own `current` pointing at the new build, so the launcher resolves
+ * exactly the files that will go live, in their final place.
+ */
+function preflightStaged(pluginDir: string, src: PluginSource, timeoutMs?: number): PreflightOutcome {
+  const stage = join(pluginDir, `.stage${TMP_MARK}${process.pid}-${++tmpCounter}`);
+  try {
+    mkdirSync(join(stage, PLUGIN_DIR), { recursive: true });
+    writeFileSync(join(stage, PLUGIN_LAUNCHER), src.launcher, { mode: src.launcherMode });
+    chmodSync(join(stage, PLUGIN_LAUNCHER), src.launcherMode);
+    symlinkSync(join('..', '..', src.build), join(stage, PLUGIN_DIR, CURRENT_LINK));
+    const outcome = preflight(join(stage, PLUGIN_LAUNCHER), timeoutMs);
+    // say where the files will be, not where the staging copy was
+    return { ...outcome, reason: outcome.reason.split(stage).join(dirname(pluginDir)) };
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+// --- installing the plugin --------------------------------------------------------------
+
+/** What passed a preflight in this process: "<build>:<sha256 of the launcher>". */
+export interface PluginState {
+  passed?: string;
+}
+
+export interface PluginResult {
+  ok: boolean;
+  /** the build the installed launcher runs now (null: none installed) */
+  build: string | null;
+  /** why the plugin is not fit to chain (when !ok) */
+  reason: string;
+  /** whether this call made another build or launcher live */
+  switched: boolean;
+  /** whether this call ran the preflight */
+  preflighted: boolean;
+  /** replaced builds still kept for their grace period (a later pass removes them) */
+  pendingRemoval: string[];
+}
+
+/**
+ * Installs the plugin from the source and makes sure it runs here. A new build or launcher goes
+ * live only after it passed the preflight; one already live is preflighted again only when it
+ * changed (or never passed in this process). Throws InstallError when the source is unusable.
+ */
+export function ensurePlugin(opts: Pick<InstallerOptions, 'binDir' | 'pluginSource' | 'log' | 'preflightTimeoutMs' | 'oldBuildGraceMs'>, state: PluginState = {}): PluginResult {
+  const log = opts.log ?? silentLog;
+  const src = readPluginSource(opts.pluginSource);
+  if (!existsSync(opts.binDir)) throw new InstallError(`CNI bin dir ${opts.binDir} does not exist`);
+  const pluginDir = join(opts.binDir, PLUGIN_DIR);
+  if (!existsSync(pluginDir)) mkdirSync(pluginDir, { mode: 0o755 });
+  removeStaleTemps(opts.binDir);
+  removeStaleTemps(pluginDir);
+
+  const buildDir = join(pluginDir, src.build);
+  let changed = false;
+  if (!existsSync(buildDir)) {
+    copyTreeAtomic(src.buildDir, buildDir);
+    log.info({ build: src.build, dir: buildDir }, 'copied the plugin build');
+    changed = true;
+  } else {
+    const repaired = repairTree(src.buildDir, buildDir);
+    if (repaired.length) {
+      log.warn({ build: src.build, repaired }, 'put back files of the installed build that differed from the plugin source');
+      changed = true;
+    }
+  }
+
+  const launcherPath = join(opts.binDir, PLUGIN_LAUNCHER);
+  const key = `${src.build}:${digest(src.launcher)}`;
+  const launcherInstalled = readBufferOrNull(launcherPath);
+  const live = installedBuild(opts.binDir) === src.build && launcherInstalled !== null && launcherInstalled.equals(src.launcher);
+  const grace = opts.oldBuildGraceMs ?? DEFAULT_OLD_BUILD_GRACE_MS;
+  const done = (r: Omit<PluginResult, 'pendingRemoval' | 'build'>): PluginResult => {
+    const build = installedBuild(opts.binDir);
+    return { ...r, build, pendingRemoval: removeOldBuilds(opts.binDir, src.build, grace, log) };
+  };
+  if (live) {
+    if (!changed && state.passed === key) return done({ ok: true, reason: '', switched: false, preflighted: false });
+    const outcome = preflight(launcherPath, opts.preflightTimeoutMs);
+    if (!outcome.ok) {
+      state.passed = undefined;
+      return done({ ok: false, reason: `the installed plugin (build ${src.build}) failed its preflight: ${outcome.reason}`, switched: false, preflighted: true });
+    }
+    state.passed = key;
+    return done({ ok: true, reason: '', switched: false, preflighted: true });
+  }
+
+  const outcome = preflightStaged(pluginDir, src, opts.preflightTimeoutMs);
+  if (!outcome.ok) {
+    // The build stays beside the live one (if any), not live; the next try repairs it from the
+    // source and runs the preflight again.
+    const running = installedBuild(opts.binDir);
+    const keeps = running && running !== src.build ? `; build ${running} stays the one installed` : '';
+    return done({ ok: false, reason: `the plugin (build ${src.build}) failed its preflight: ${outcome.reason}${keeps}`, switched: false, preflighted: true });
+  }
+  goLive(opts.binDir, src, log);
+  state.passed = key;
+  return done({ ok: true, reason: '', switched: true, preflighted: true });
+}
+
+/** Makes a preflighted build live: `current`, then the launcher; then the previous layout's files go. */
+function goLive(binDir: string, src: PluginSource, log: Log): void {
+  const pluginDir = join(binDir, PLUGIN_DIR);
+  const current = join(pluginDir, CURRENT_LINK);
+  const before = readlinkOrNull(current);
+  if (before !== src.build) {
+    const tmp = tmpPathFor(current);
+    symlinkSync(src.build, tmp); // its mtime dates the swap: the grace period of the old build runs from it
+    renameSync(tmp, current);
+    fsyncDir(pluginDir);
+  }
+  const launcherPath = join(binDir, PLUGIN_LAUNCHER);
+  if (!readBufferOrNull(launcherPath)?.equals(src.launcher)) writeFileAtomic(launcherPath, src.launcher, { mode: src.launcherMode });
+  // the old launcher was a node script that loaded these from beside itself; it is gone now
+  const removed = OLD_LAYOUT_FILES.filter((f) => rmIfExists(join(binDir, f)));
+  log.info({ build: src.build, previous: before, removed }, 'the plugin build is live');
+}
+
+/**
+ * Removes the builds that are neither live nor the source's (a candidate kept for its next try),
+ * once `current` has named another build for `graceMs`. Returns those still within the grace.
+ */
+function removeOldBuilds(binDir: string, sourceBuild: string, graceMs: number, log: Log): string[] {
+  const pluginDir = join(binDir, PLUGIN_DIR);
+  const live = installedBuild(binDir);
+  if (live === null) return [];
+  const old = readdirSync(pluginDir).filter((n) => n !== CURRENT_LINK && n !== live && n !== sourceBuild && !n.includes(TMP_MARK));
+  if (old.length === 0) return [];
+  if (Date.now() - lstatSync(join(pluginDir, CURRENT_LINK)).mtimeMs < graceMs) return old;
+  for (const name of old) rmSync(join(pluginDir, name), { recursive: true, force: true });
+  fsyncDir(pluginDir);
+  log.info({ removed: old.map((n) => `${PLUGIN_DIR}/${n}`) }, 'removed replaced plugin builds');
+  return [];
+}
+
+function rmIfExists(path: string): boolean {
+  try {
+    lstatSync(path);
+  } catch {
+    return false;
+  }
+  rmSync(path, { recursive: true, force: true });
+  return true;
+}
+
+/** Removes the plugin: the launcher first (nothing new starts), then the builds, then old-layout files. */
+export function removePluginFiles(binDir: string): string[] {
+  const removed: string[] = [];
+  for (const f of [PLUGIN_LAUNCHER, PLUGIN_DIR, ...OLD_LAYOUT_FILES]) {
+    if (rmIfExists(join(binDir, f))) removed.push(f);
   }
   return removed;
+}
+
+// --- status file (read by the daemon's /readyz) --------------------------------------------
+
+export type InstallerState = 'chained' | 'waiting-for-primary' | 'preflight-failed' | 'error' | 'uninstalled';
+
+export interface InstallerStatus {
+  state: InstallerState;
+  message: string;
+  /** the file holding our entry, when chained */
+  conflist: string | null;
+  /** the build the installed launcher runs */
+  pluginBuild: string | null;
+  updatedAt: string;
+}
+
+/** Writes the status atomically when it changed; no path: does nothing. */
+export class StatusFile {
+  private last = '';
+
+  constructor(readonly path: string | undefined, private readonly log: Log = silentLog) {}
+
+  /** True when the status changed (and so was written). */
+  set(state: InstallerState, message: string, conflist: string | null, pluginBuild: string | null): boolean {
+    const key = JSON.stringify([state, message, conflist, pluginBuild]);
+    if (key === this.last) return false;
+    if (this.path !== undefined) {
+      const status: InstallerStatus = { state, message, conflist, pluginBuild, updatedAt: new Date().toISOString() };
+      try {
+        mkdirSync(dirname(this.path), { recursive: true });
+        writeFileAtomic(this.path, JSON.stringify(status) + '\n', { mode: 0o644 });
+      } catch (err) {
+        this.log.error({ file: this.path, err: (err as Error).message }, 'cannot write the status file; will retry');
+        return true; // not remembered: the next pass writes again
+      }
+    }
+    this.last = key;
+    return true;
+  }
 }
 
 // --- install (one pass) -----------------------------------------------------------------
@@ -624,10 +1054,63 @@ function reconcileOnce(dir: string, entry: JsonObject, log: Log): ReconcileResul
   return result;
 }
 
-/** Binaries, then the entry. undefined when no primary config exists yet. */
-export function install(opts: InstallerOptions): ReconcileResult | undefined {
-  installBinaries(opts);
+/**
+ * The plugin, its preflight, then the entry. undefined when no primary config exists yet; throws
+ * InstallError (EXIT_PREFLIGHT) when the plugin failed its preflight, with the conflist untouched.
+ */
+export function install(opts: InstallerOptions, state: PluginState = {}): ReconcileResult | undefined {
+  const plugin = ensurePlugin(opts, state);
+  if (!plugin.ok) throw new InstallError(plugin.reason, EXIT_PREFLIGHT);
   return reconcile(opts);
+}
+
+export interface PassResult {
+  state: Exclude<InstallerState, 'uninstalled'>;
+  message: string;
+  /** the file holding our entry (chained only) */
+  conflist: string | null;
+  pluginBuild: string | null;
+  /** the exit status of a one-shot run that ends here */
+  code: number;
+  reconcile?: ReconcileResult;
+  /** replaced builds kept for their grace period; a pass after it removes them */
+  pendingRemoval: string[];
+}
+
+/**
+ * One full pass (plugin, preflight, entry) that never throws an InstallError: what went wrong is
+ * the result, for the status file and the exit status. The conflist is only looked at once the
+ * plugin passed its preflight.
+ */
+export function installPass(opts: InstallerOptions, state: PluginState): PassResult {
+  let build: string | null = null;
+  try {
+    build = installedBuild(opts.binDir);
+    const plugin = ensurePlugin(opts, state);
+    build = plugin.build;
+    const { pendingRemoval } = plugin;
+    if (!plugin.ok) return { state: 'preflight-failed', message: plugin.reason, conflist: null, pluginBuild: build, code: EXIT_PREFLIGHT, pendingRemoval };
+    const r = reconcile(opts);
+    if (!r) {
+      const message = `no valid CNI config in ${opts.confDir} yet (the primary CNI has not written one)`;
+      return { state: 'waiting-for-primary', message, conflist: null, pluginBuild: build, code: EXIT_NO_PRIMARY, pendingRemoval };
+    }
+    const via = r.target === r.primary ? '' : ` (a copy of ${r.primary} with our entry, which the runtime loads instead)`;
+    const conflist = join(opts.confDir, r.target);
+    return { state: 'chained', message: `our entry is the last plugin of ${conflist}${via}`, conflist, pluginBuild: build, code: 0, reconcile: r, pendingRemoval };
+  } catch (err) {
+    if (!(err instanceof InstallError)) throw err;
+    return { state: 'error', message: err.message, conflist: null, pluginBuild: build, code: err.code, pendingRemoval: [] };
+  }
+}
+
+/** Logs a pass's outcome once (a watch repeats the same failure every re-check) and records it. */
+export function reportPass(p: PassResult, status: StatusFile, log: Log): void {
+  if (!status.set(p.state, p.message, p.conflist, p.pluginBuild)) return;
+  if (p.state === 'preflight-failed') log.error({ build: p.pluginBuild }, `not chaining the plugin: ${p.message}`);
+  else if (p.state === 'error') log.error({ build: p.pluginBuild }, p.message);
+  else if (p.state === 'waiting-for-primary') log.info({}, p.message);
+  else log.info({ conflist: p.conflist, build: p.pluginBuild }, `chained: ${p.message}`);
 }
 
 // --- uninstall --------------------------------------------------------------------------
@@ -637,13 +1120,14 @@ export interface UninstallResult {
   edited: string[];
   /** our shadow lists, deleted */
   removedShadows: string[];
-  /** our files in the bin dir, deleted */
+  /** our files in the bin dir, deleted (the launcher, the builds dir, old-layout files) */
   removedBinaries: string[];
 }
 
 /**
  * Takes our entry out of every list in the dir (not only the current primary's: it may have changed
- * since we inserted), deletes our shadow lists, then the plugin files. Nothing else is touched.
+ * since we inserted), deletes our shadow lists, then the plugin files (so no runtime is left with
+ * an entry whose plugin is gone). Nothing else is touched.
  */
 export function uninstall(opts: Pick<InstallerOptions, 'confDir' | 'binDir' | 'log'> & { keepBinaries?: boolean }): UninstallResult {
   const log = opts.log ?? silentLog;
@@ -672,7 +1156,7 @@ export function uninstall(opts: Pick<InstallerOptions, 'confDir' | 'binDir' | 'l
     }
   }
   const removedShadows = removeShadows(opts.confDir);
-  const removedBinaries = opts.keepBinaries ? [] : removeBinaries(opts.binDir);
+  const removedBinaries = opts.keepBinaries ? [] : removePluginFiles(opts.binDir);
   log.info({ edited, removedShadows, removedBinaries }, `removed the ${PLUGIN_TYPE} plugin`);
   return { edited, removedShadows, removedBinaries };
 }
@@ -780,22 +1264,32 @@ export async function waitForPrimary(opts: InstallerOptions & LoopOptions, signa
 export interface WatchEvents {
   /** after every pass that found a primary (tests wait on it) */
   onReconcile?: (r: ReconcileResult) => void;
+  /** after every pass */
+  onPass?: (p: PassResult) => void;
+  /** where to say how it stands (default: nowhere) */
+  status?: StatusFile;
 }
 
 /**
  * Keeps our entry in place until the signal aborts: re-inserts it when the primary rewrites its
- * file, follows a new primary, regenerates a shadow, puts back deleted plugin files. Errors are
- * logged (each distinct one once) and the loop goes on: the primary may fix its config later.
+ * file, follows a new primary, regenerates a shadow, puts back deleted or damaged plugin files,
+ * installs a new plugin build that passed its preflight. A plugin that fails its preflight is
+ * tried again on each re-check and chained once it passes. Errors are logged (each distinct one
+ * once) and the loop goes on: the primary may fix its config later.
  */
 export async function watch(opts: InstallerOptions & LoopOptions & WatchEvents, signal: AbortSignal): Promise<void> {
   const log = opts.log ?? silentLog;
+  const status = opts.status ?? new StatusFile(undefined);
+  const state: PluginState = {};
   let lastError = '';
   const rewrites: number[] = [];
   await watchDir(opts.confDir, () => {
     try {
-      if (!binariesLookInstalled(opts)) installBinaries(opts);
-      const r = reconcile(opts);
+      const p = installPass(opts, state);
+      reportPass(p, status, log);
       lastError = '';
+      opts.onPass?.(p);
+      const r = p.reconcile;
       if (!r) return;
       if (r.action !== 'unchanged') {
         const now = Date.now();
@@ -808,8 +1302,17 @@ export async function watch(opts: InstallerOptions & LoopOptions & WatchEvents, 
       opts.onReconcile?.(r);
     } catch (err) {
       const msg = (err as Error).message;
-      if (msg !== lastError) log.error({ err: msg }, 'CNI config check failed; will retry');
+      if (msg !== lastError) log.error({ err: msg }, 'CNI install pass failed; will retry');
       lastError = msg;
+      status.set('error', msg, null, installedBuildOrNull(opts.binDir));
     }
   }, signal, opts, log);
+}
+
+function installedBuildOrNull(binDir: string): string | null {
+  try {
+    return installedBuild(binDir);
+  } catch {
+    return null;
+  }
 }

@@ -1,5 +1,5 @@
 // int-host-reporter CNI plugin entry: read stdin, run the verb, print, exit.
-// Bundled by build.mjs into dist/cni/int-host-reporter; also runs as `node --import tsx plugin/main.ts`.
+// Bundled by build.mjs into the plugin's build dir (plugin.cjs); also runs as `node --import tsx plugin/main.ts`.
 import { readSync, writeSync } from 'node:fs';
 import { runPlugin } from './contract';
 import type { DatapathOptions, PluginDatapath } from './datapath';
@@ -72,4 +72,7 @@ async function main(): Promise<void> {
   writeAndExit(stdout, exitCode);
 }
 
-void main();
+// The installer's self-test (plugin/preflight.ts): an argv flag, no CNI verb. Imported lazily so
+// the per-pod verbs do not pay for it.
+if (process.argv[2] === '--preflight') void import('./preflight').then((p) => p.main());
+else void main();

@@ -22,6 +22,7 @@ import { Pipeline } from './pipeline';
 import { AttachmentRegistry } from './attachments';
 import { WarnLimiter } from './warn-limiter';
 import { defaultRouteInterface, interfaceIpv4, ipv4ToU32 } from './node-interfaces';
+import { readiness, type Readiness } from './readiness';
 
 export interface AgentOptions {
   /** BPF object to load (default: beside the bundle / in build/) */
@@ -147,7 +148,10 @@ export class Agent {
     const routes = apiRoutes(this);
     this.servers.push(await listenUnix(this.config.socketPath, routes));
     if (this.config.metricsListen) {
-      this.servers.push(await listenTcp(this.config.metricsListen.host, this.config.metricsListen.port, routes));
+      this.servers.push(await listenTcp(this.config.metricsListen.host, this.config.metricsListen.port, routes, 'public'));
+    }
+    if (this.config.healthListen) {
+      this.servers.push(await listenTcp(this.config.healthListen.host, this.config.healthListen.port, routes, 'health'));
     }
 
     const setup = PodWatch.fromEnvironment({ nodeName: this.config.nodeName, logger: this.log });
@@ -166,6 +170,7 @@ export class Agent {
       dataInterfaces: this.dataInterfaces,
       collectors: this.config.collectors.map(collectorText),
       socket: this.config.socketPath,
+      health: this.config.healthListen,
       drops: this.dropsEnabled,
       libbpf: bpf.libbpfVersion(),
     }, 'int-host-reporter running');
@@ -188,6 +193,24 @@ export class Agent {
     if (!this.podWatch) return [];
     return this.podWatch.list().filter((p) =>
       p.nodeName === this.config.nodeName && p.phase === 'Running' && !p.hostNetwork && p.deletion === null && p.podIPs.length > 0);
+  }
+
+  /** What /readyz answers: every check, computed now. */
+  readiness(): Readiness {
+    const pw = this.podWatch;
+    return readiness({
+      readerRunning: this.reader !== undefined,
+      bpffsRoot: this.layout.root,
+      dataInterfaces: this.dataInterfaces,
+      nicProgramIds: () => ({
+        ingress: this.datapath.obj.program(PROGRAMS.ingressNic).id,
+        egress: this.datapath.obj.program(PROGRAMS.egressNic).id,
+      }),
+      cniInstallerStatus: this.config.cniInstallerStatus,
+      kube: pw
+        ? { ready: pw.isReady, nodeName: pw.nodeName, server: pw.server, lastError: pw.counters().lastError }
+        : { disabled: this.podWatchDisabled },
+    });
   }
 
   /** Drops found by the aging fallback; undefined when it is not in use. */

@@ -1,6 +1,7 @@
 // The endpoints of the local API, over the agent's state. Routes marked public are also served on
 // the optional TCP listener (--metrics-listen): metrics and topology only, nothing that changes
-// state or names pods beyond what the topology already says.
+// state or names pods beyond what the topology already says. Routes marked health (/healthz,
+// /readyz) are also served on --health-listen.
 import type { Agent } from '../agent/agent';
 import { renderMetrics } from '../metrics';
 import { ApiError, parseNotice, type Route } from './server';
@@ -69,10 +70,15 @@ export function apiRoutes(agent: Agent): Route[] {
       method: 'GET', path: '/metrics', public: true,
       handle: () => ({ status: 200, text: renderMetrics(buildMetrics(snapshot(agent))), contentType: 'text/plain; version=0.0.4' }),
     },
-    { method: 'GET', path: '/healthz', handle: () => ({ status: 200, json: { ok: true } }) },
+    // Liveness: the event loop answers. Readiness: every check of agent/readiness.ts passes (503
+    // otherwise, with each check's message, so `kubectl describe` and `status` say what is missing).
+    { method: 'GET', path: '/healthz', health: true, handle: () => ({ status: 200, json: { ok: true } }) },
     {
-      method: 'GET', path: '/readyz',
-      handle: () => ({ status: 200, json: { ready: true, kubernetes: agent.podWatch ? agent.podWatch.isReady : 'disabled' } }),
+      method: 'GET', path: '/readyz', health: true,
+      handle: () => {
+        const r = agent.readiness();
+        return { status: r.ready ? 200 : 503, json: r };
+      },
     },
     { method: 'GET', path: '/v1/status', handle: () => ({ status: 200, json: status(agent) }) },
   ];
@@ -92,6 +98,7 @@ function status(agent: Agent) {
       ? { ready: agent.podWatch.isReady, pods: agent.podWatch.size, server: agent.podWatch.server, lastError: agent.podWatch.counters().lastError }
       : { disabled: agent.podWatchDisabled },
     pipeline: agent.pipeline.counters,
+    readiness: agent.readiness(),
   };
 }
 

@@ -1,5 +1,6 @@
 // The local API: HTTP with JSON over a unix socket (root only, mode 0600), and optionally the
-// read-only part (metrics, topology) on TCP for Prometheus and topology-pulling collectors.
+// read-only part (metrics, topology) on TCP for Prometheus and topology-pulling collectors, and
+// /healthz and /readyz on a loopback TCP port for the kubelet's httpGet probes.
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
@@ -10,8 +11,10 @@ export interface Route {
   method: 'GET' | 'POST' | 'PUT';
   /** a literal path, or a pattern with {name} segments */
   path: string;
-  /** true: also served on the TCP listener */
+  /** true: also served on the metrics TCP listener (--metrics-listen) */
   public?: boolean;
+  /** true: also served on the health TCP listener (--health-listen) */
+  health?: boolean;
   handle(req: ApiRequest): Promise<ApiResponse> | ApiResponse;
 }
 
@@ -56,10 +59,14 @@ function send(res: ServerResponse, r: ApiResponse): void {
   }
 }
 
-function handler(routes: Route[], publicOnly: boolean) {
+/** Which routes a listener serves: all (the root-only socket), or the ones marked for a TCP listener. */
+export type RouteSet = 'all' | 'public' | 'health';
+
+function handler(routes: Route[], set: RouteSet) {
+  const served = routes.filter((r) => set === 'all' || (set === 'public' ? r.public : r.health));
   return (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://local');
-    const candidates = routes.filter((r) => (!publicOnly || r.public) && match(r.path, url.pathname));
+    const candidates = served.filter((r) => match(r.path, url.pathname));
     if (candidates.length === 0) {
       send(res, { status: 404, json: { error: `no such endpoint: ${url.pathname}` } });
       return;
@@ -95,7 +102,7 @@ function handler(routes: Route[], publicOnly: boolean) {
 export async function listenUnix(path: string, routes: Route[]): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   if (existsSync(path)) unlinkSync(path); // a stale socket of an earlier run
-  const server = createServer(handler(routes, false));
+  const server = createServer(handler(routes, 'all'));
   // Created 0600 through the umask (bind happens inside listen(), synchronously), so there is no
   // window in which others could connect; the chmod only makes it explicit.
   await new Promise<void>((resolve, reject) => {
@@ -111,9 +118,9 @@ export async function listenUnix(path: string, routes: Route[]): Promise<Server>
   return server;
 }
 
-/** Serves the public routes (metrics, topology) on TCP. */
-export async function listenTcp(host: string | undefined, port: number, routes: Route[]): Promise<Server> {
-  const server = createServer(handler(routes, true));
+/** Serves the public routes (metrics, topology) or the health routes on TCP. */
+export async function listenTcp(host: string | undefined, port: number, routes: Route[], set: Exclude<RouteSet, 'all'>): Promise<Server> {
+  const server = createServer(handler(routes, set));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());

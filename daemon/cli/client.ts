@@ -14,7 +14,9 @@ export interface Reply {
 
 export function callApi(socketPath: string, method: string, path: string, body?: string, timeoutMs = 5000): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, timeout: timeoutMs, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+    // agent: false, one connection per call: a kept-alive socket that the daemon closed while this
+    // process was busy would be reused and fail with EPIPE.
+    const req = request({ socketPath, method, path, agent: false, timeout: timeoutMs, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
       let data = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (data += c));

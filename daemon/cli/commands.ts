@@ -14,6 +14,9 @@ Commands (they ask the running daemon over its socket):
   watchlist [get]        the watchlist in force
   watchlist set FILE     replace the watchlist (YAML or JSON, validated like the file)
 
+Other commands:
+  manifests [options]    print the Kubernetes objects that deploy int-host-reporter (manifests --help)
+
 Options:
   --socket PATH          the daemon's socket (default ${DEFAULT_SOCKET_PATH}, env INT_HOST_REPORTER_SOCKET)
   --json                 print the API's JSON instead of a table

@@ -29,6 +29,10 @@ export interface Config {
   nodeName: string;
   /** Prometheus endpoint; undefined: off. host undefined: every local address */
   metricsListen?: Endpoint;
+  /** /healthz and /readyz over TCP (for kubelet probes); undefined: off. host defaults to 127.0.0.1 */
+  healthListen?: Endpoint;
+  /** the CNI installer's status file, read by /readyz; undefined: that check is skipped */
+  cniInstallerStatus?: string;
   /** the reference's --cni; accepted for compatibility, not needed by a chained plugin */
   cni?: string;
   /** how drops are found: the kfree_skb tracepoint, or the reference's aging of unmatched packets */
@@ -167,6 +171,23 @@ export const FIELDS: readonly Field[] = [
     valueName: 'ADDR:PORT',
     help: 'Serve Prometheus metrics over TCP here (":9100" for every address). Default: off.',
     fromText: (t) => (t.trim() === 'off' ? undefined : parseEndpoint(t, undefined, true)),
+  },
+  {
+    key: 'healthListen',
+    flag: 'health-listen',
+    env: ['INT_HOST_REPORTER_HEALTH_LISTEN'],
+    valueName: 'ADDR:PORT',
+    help: 'Serve /healthz and /readyz over TCP here, for probes (":9880" is 127.0.0.1:9880). Default: off.',
+    // Loopback unless an address is named: the probes come from the kubelet on this host.
+    fromText: (t) => (t.trim() === 'off' ? undefined : { host: '127.0.0.1', ...parseEndpoint(t, undefined, true) }),
+  },
+  {
+    key: 'cniInstallerStatus',
+    flag: 'cni-installer-status',
+    env: ['INT_HOST_REPORTER_CNI_INSTALLER_STATUS'],
+    valueName: 'FILE',
+    help: "The CNI installer's status file: /readyz is ready only while it says \"chained\". Default: not checked.",
+    fromText: text,
   },
   {
     key: 'dropDetection',

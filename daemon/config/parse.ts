@@ -180,6 +180,7 @@ const PATTERN_TEXT: Partial<Record<ConfigKey, string>> = {
   dataInterface: 'is not an interface name (1-15 characters, no "/", ":" or white space)',
   socketPath: 'must be an absolute path',
   bpffsPath: 'must be an absolute path',
+  cniInstallerStatus: 'must be an absolute path',
 };
 
 function limitMessage(e: ErrorObject, origins: Map<ConfigKey, Origin>): string {

@@ -39,6 +39,8 @@ export const configSchema = {
     dropDetection: { enum: ['auto', 'tracepoint', 'aging', 'off'] },
     nodeName: { type: 'string', minLength: 1, maxLength: 253 },
     metricsListen: endpoint,
+    healthListen: endpoint,
+    cniInstallerStatus: { type: 'string', pattern: '^/' },
     cni: { type: 'string' },
   },
 } as const;
@@ -61,6 +63,8 @@ export const configFileSchema = {
     'sample-bytes': { type: 'integer' },
     'node-name': { type: 'string' },
     'metrics-listen': { type: 'string' },
+    'health-listen': { type: 'string' },
+    'cni-installer-status': { type: 'string' },
     cni: { type: 'string' },
   },
 } as const;

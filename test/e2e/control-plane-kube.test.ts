@@ -35,8 +35,8 @@ test('pods from the API: labels and owner, recovery after a dropped watch and 41
     const sink = await ReportSink.start(scope);
     const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, api.url) } });
     await eventually('the pod watch is ready', async () => {
-      const r = await daemon.api<{ kubernetes: unknown }>('GET', '/readyz');
-      return r.json.kubernetes === true ? true : undefined;
+      const r = await daemon.api<{ checks: { name: string; ok: boolean }[] }>('GET', '/readyz');
+      return r.json.checks.find((c) => c.name === 'kubernetes')?.ok === true ? true : undefined;
     });
     assert.equal(api.requests[0].query.fieldSelector, `spec.nodeName=${NODE}`, 'only this node\'s pods are listed');
 
@@ -131,7 +131,10 @@ test('an unreachable API server is one warning; attachments work without Kuberne
     assert.equal(add.code, 0, `CNI ADD: ${add.stdout}${add.stderr}`);
     const att = await daemon.api<{ attachments: AttachmentJson[] }>('GET', '/v1/attachments');
     assert.deepEqual(att.json.attachments.map((r) => [r.podName, r.state, r.labels]), [['pod-a', 'ok', null]]);
-    assert.deepEqual(await daemon.api('GET', '/readyz'), { status: 200, json: { ready: true, kubernetes: false } });
+    const ready = await daemon.api<{ checks: { name: string; ok: boolean; message: string }[] }>('GET', '/readyz');
+    assert.equal(ready.status, 503, 'not ready while the pod list has not been answered');
+    assert.match(ready.json.checks.find((c) => c.name === 'kubernetes')!.message,
+      /^waiting for the first list of pods of node test-node from http:\/\/127\.0\.0\.1:\d+(; last error: .+)?$/);
 
     const errors = await eventually('two failed API requests counted', async () => {
       const n = metric(await metricsText(daemon), 'int_kube_errors_total');

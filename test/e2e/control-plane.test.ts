@@ -5,10 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { withScope, createNode, type Pod, type Scope } from '../helpers/netns';
 import { udpFlow } from '../helpers/traffic';
-import { DAEMON_BUNDLE, DaemonProcess, ReportSink, cniAdd, watchlistFile } from '../helpers/daemon';
+import { DAEMON_BUNDLE, DaemonProcess, ReportSink, cniAdd, watchlistFile, freePort } from '../helpers/daemon';
 import * as bpf from '../../bpf/index';
 import { IPPROTO } from '../../bpf/events';
 import { interfaceAddresses } from '../../daemon/agent/node-interfaces';
@@ -34,17 +33,6 @@ function withoutTime(r: Record_): Omit<Record_, 'attachedAt'> {
   const { attachedAt, ...rest } = r;
   assert.ok(!Number.isNaN(Date.parse(attachedAt)), `attachedAt is an ISO time: ${attachedAt}`);
   return rest;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Parses Prometheus text into "name{labels}" -> value. */
@@ -130,7 +118,18 @@ test('API: the socket is root-only, attachments and pods are exact, unknown thin
     });
     assert.deepEqual(await daemon.api('GET', '/api/v1/topology'), topo, 'the reference path answers the same');
     assert.deepEqual(await daemon.api('GET', '/healthz'), { status: 200, json: { ok: true } });
-    assert.deepEqual(await daemon.api('GET', '/readyz'), { status: 200, json: { ready: true, kubernetes: 'disabled' } });
+    assert.deepEqual(await daemon.api('GET', '/readyz'), {
+      status: 200,
+      json: {
+        ready: true,
+        checks: [
+          { name: 'datapath', ok: true, message: `programs loaded and pinned in ${daemon.pinRoot}; event reader running` },
+          { name: 'data-interfaces', ok: true, message: `attached on ingress and egress: ${remote.dataIfname} (ifindex ${remote.dataIfindex})` },
+          { name: 'cni-installer', ok: true, message: 'not checked (no --cni-installer-status)' },
+          { name: 'kubernetes', ok: true, message: 'not checked: no pod watch (no in-cluster service account (KUBERNETES_SERVICE_HOST unset) and no KUBECONFIG)' },
+        ],
+      },
+    }); // every check in test/e2e/readiness.test.ts
 
     const status = await daemon.api<Record<string, unknown>>('GET', '/v1/status');
     assert.equal(status.status, 200);

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { startCollector, type Collector } from '../../daemon/collector/collector';
 import type { DecodedReport } from '../../daemon/collector/decoder';
 import { callApi } from '../../daemon/cli/client';
@@ -15,6 +16,7 @@ import type { Pod } from './netns';
 
 const ROOT = join(__dirname, '..', '..');
 export const DAEMON_BUNDLE = join(ROOT, 'dist', 'int-host-reporter.cjs');
+/** The plugin as a runtime execs it: the static launcher of dist/cni, which starts its own node on the bundle. */
 export const PLUGIN_BUNDLE = join(ROOT, 'dist', 'cni', 'int-host-reporter');
 
 export class ReportSink {
@@ -61,6 +63,8 @@ export interface DaemonOptions {
   pinRoot?: string;
   /** extra environment (e.g. KUBECONFIG, INT_HOST_REPORTER_RECONCILE_MS), over the defaults */
   env?: Record<string, string>;
+  /** a command that execs node with the daemon's arguments (e.g. setpriv limiting capabilities) */
+  launcher?: string[];
 }
 
 export class DaemonProcess {
@@ -88,7 +92,7 @@ export class DaemonProcess {
     if (o.watchlist) args.push('-f', o.watchlist);
     if (o.switchId !== undefined) args.push('--switch-id', String(o.switchId));
     args.push(...(o.extraArgs ?? []));
-    const proc = scope.spawn(null, [process.execPath, ...args], {
+    const proc = scope.spawn(null, [...(o.launcher ?? []), process.execPath, ...args], {
       env: { ...process.env, INT_HOST_REPORTER_RECONCILE_MS: '300', KUBECONFIG: '', NODE_NAME: '', ...o.env },
     });
     const d = new DaemonProcess(proc, runDir, pinRoot);
@@ -138,9 +142,9 @@ export interface CniResult {
   stderr: string;
 }
 
-/** Runs the plugin bundle like a container runtime does (env + stdin). */
-export function runPlugin(command: string, env: Record<string, string>, config: object): CniResult {
-  const r = spawnSync(PLUGIN_BUNDLE, [], {
+/** Runs the plugin like a container runtime does (env + stdin). */
+export function runPlugin(command: string, env: Record<string, string>, config: object, plugin: readonly string[] = [PLUGIN_BUNDLE]): CniResult {
+  const r = spawnSync(plugin[0]!, plugin.slice(1), {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: command, CNI_PATH: '/usr/lib/cni', ...env },
     input: JSON.stringify(config),
     encoding: 'utf8',
@@ -150,20 +154,25 @@ export function runPlugin(command: string, env: Record<string, string>, config: 
 }
 
 /** CNI ADD of a harness pod through the real plugin, as the last plugin of a chain. */
-export function cniAdd(daemon: DaemonProcess, pod: Pod, containerId: string, podName: string, network = 'testnet'): CniResult {
-  const prevResult = {
+export function cniAdd(daemon: DaemonProcess, pod: Pod, containerId: string, podName: string, network = 'testnet', plugin?: readonly string[]): CniResult {
+  const prevResult = prevResultOf(pod);
+  return runPlugin('ADD', {
+    CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${podName};K8S_POD_UID=uid-${podName}`,
+  }, pluginConfig(daemon, network, prevResult), plugin);
+}
+
+/** The result an interface plugin before ours would pass on for a harness pod. */
+export function prevResultOf(pod: Pod): object {
+  return {
     cniVersion: '1.0.0',
     interfaces: [{ name: pod.hostIfname, mac: pod.hostMac }, { name: 'eth0', mac: pod.podMac, sandbox: pod.netnsPath }],
     ips: [{ address: `${pod.ipv4}/32`, interface: 1 }, { address: `${pod.ipv6}/128`, interface: 1 }],
   };
-  return runPlugin('ADD', {
-    CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${podName};K8S_POD_UID=uid-${podName}`,
-  }, pluginConfig(daemon, network, prevResult));
 }
 
-export function cniDel(daemon: DaemonProcess, pod: Pod | undefined, containerId: string, network = 'testnet'): CniResult {
-  return runPlugin('DEL', { CNI_CONTAINERID: containerId, CNI_NETNS: pod?.netnsPath ?? '', CNI_IFNAME: 'eth0' }, pluginConfig(daemon, network));
+export function cniDel(daemon: DaemonProcess, pod: Pod | undefined, containerId: string, network = 'testnet', plugin?: readonly string[]): CniResult {
+  return runPlugin('DEL', { CNI_CONTAINERID: containerId, CNI_NETNS: pod?.netnsPath ?? '', CNI_IFNAME: 'eth0' }, pluginConfig(daemon, network), plugin);
 }
 
 export function pluginConfig(daemon: DaemonProcess, network: string, prevResult?: object): object {
@@ -172,4 +181,16 @@ export function pluginConfig(daemon: DaemonProcess, network: string, prevResult?
     socketPath: daemon.socket, spoolDir: daemon.spoolDir, bpffsRoot: daemon.pinRoot,
     ...(prevResult ? { prevResult } : {}),
   };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a listener the daemon opens itself). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }

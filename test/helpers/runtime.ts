@@ -29,7 +29,11 @@ import type { Scope, TrackedProcess } from './scope';
 import { PLUGIN_BUNDLE } from './daemon';
 import { requireTool } from './traffic';
 
-const PLUGIN_DIST = join(__dirname, '..', '..', 'dist', 'cni');
+export const PLUGIN_DIST = join(__dirname, '..', '..', 'dist', 'cni');
+/** What the plugin needs in dist/cni: the launcher and the files of the build `current` names. */
+export const PLUGIN_FILES = ['int-host-reporter', ...[
+  'node', 'plugin.cjs', 'int_host_reporter.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2', 'lib/libc.so.6',
+].map((f) => `int-host-reporter.d/current/${f}`)];
 export const PLUGIN_TYPE = 'int-host-reporter';
 export const SYSTEM_CNI_DIR = '/usr/lib/cni';
 export const BUSYBOX = '/bin/busybox';
@@ -51,7 +55,7 @@ export function requireRuntimeTools(kind: 'podman' | 'containerd'): void {
     requireTool('/usr/bin/containerd', 'containerd');
     requireTool('/usr/bin/ctr', 'containerd');
   }
-  for (const f of ['int-host-reporter', 'int_host_reporter.node', 'datapath.bpf.o']) {
+  for (const f of PLUGIN_FILES) {
     if (!existsSync(join(PLUGIN_DIST, f))) throw new Error(`${join(PLUGIN_DIST, f)} is missing: run "node build.mjs" first`);
   }
 }
@@ -75,7 +79,7 @@ export function runEnv(argv: readonly string[], env: NodeJS.ProcessEnv, timeoutM
   });
 }
 
-function runEnvSync(argv: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): string {
+export function runEnvSync(argv: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): string {
   try {
     return execFileSync(argv[0]!, argv.slice(1), { env, timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
@@ -89,7 +93,7 @@ function unrefSleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-function tempDir(scope: Scope, tag: string): string {
+export function tempDir(scope: Scope, tag: string): string {
   const dir = mkdtempSync(join(tmpdir(), `${scope.prefix}-${tag}-`));
   scope.defer(`remove ${dir}`, () => removeTree(dir));
   return dir;
@@ -143,14 +147,13 @@ export interface PluginDir {
 }
 
 /**
- * A plugin dir for the runtime: the addon and BPF object are symlinks into dist/cni, and
- * `int-host-reporter` is a two-line sh wrapper that appends the verb and CNI_* values to a
- * log, then execs the real bundle (which finds its addon beside its real path).
+ * A plugin dir for the runtime: `int-host-reporter` is a two-line sh wrapper that appends the
+ * verb and CNI_* values to a log, then execs the real launcher in dist/cni (which finds its
+ * runtime dir beside its own path).
  */
 export function pluginDir(scope: Scope): PluginDir {
   requireRuntimeTools('podman');
   const dir = tempDir(scope, 'cnibin');
-  for (const f of readdirSync(PLUGIN_DIST)) if (f !== PLUGIN_TYPE) symlinkSync(join(PLUGIN_DIST, f), join(dir, f));
   const log = join(dir, 'calls.log');
   writeFileSync(log, '');
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -414,11 +417,11 @@ function cgroupParents(name: string): string[] {
   return out;
 }
 
-function snapshotCgroupParents(name: string): string[] {
+export function snapshotCgroupParents(name: string): string[] {
   return cgroupParents(name).filter((p) => !existsSync(p));
 }
 
-function removeCgroupParents(absentBefore: string[]): void {
+export function removeCgroupParents(absentBefore: string[]): void {
   const rmTree = (dir: string) => {
     let entries: string[] = [];
     try {

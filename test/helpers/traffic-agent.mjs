@@ -4,12 +4,14 @@
 // Plain JavaScript so it runs without tsx. Output: JSON lines on stdout,
 // {"event":"ready",...} once listening/bound, then one {"event":"result",...}.
 //
-//   server --proto udp|tcp --addr A --port P [--count N] [--timeout MS]
+//   server --proto udp|tcp --addr A --port P [--count N] [--timeout MS] [--seq 1]
 //       UDP: exit after N datagrams; TCP: exit after N connections closed (0 = until timeout/SIGTERM).
+//       --seq 1 (UDP): read each datagram's sequence number, count the missing and duplicated ones.
 //   client --proto udp|tcp --addr A --port P [--sport S] [--bind A] [--count N] [--size B]
-//          [--interval MS] [--duration MS] [--timeout MS]
-//       UDP: N datagrams of B bytes. TCP: one connection, N writes of B bytes (or one write
-//       every MS for --duration), then a clean close.
+//          [--interval MS] [--duration MS] [--timeout MS] [--seq 1]
+//       UDP: N datagrams of B bytes (--seq 1: numbered 0, 1, ... in their first 4 bytes,
+//       big-endian). TCP: one connection, N writes of B bytes (or one write every MS for
+//       --duration), then a clean close.
 //   flood --addr A --port P [--flows F] [--sport-base S] [--size B] [--duration MS] [--bind A]
 //       F UDP sockets (one flow each) sending B-byte datagrams as fast as possible.
 import dgram from 'node:dgram';
@@ -51,11 +53,18 @@ function peersTable() {
   };
 }
 
-function server({ proto, addr, port, count, timeout }) {
+function server({ proto, addr, port, count, timeout, seq }) {
   const want = num(count, 0);
   const peers = peersTable();
   const stats = { proto, address: addr, port: Number(port), packets: 0, bytes: 0, connections: 0 };
-  const done = () => finish({ ...stats, peers: peers.list() });
+  const seen = seq === '1' ? new Set() : undefined;
+  let duplicates = 0;
+  const sequence = () => {
+    if (!seen) return {};
+    const max = seen.size ? Math.max(...seen) : -1;
+    return { seq: { distinct: seen.size, duplicates, max, missing: max + 1 - seen.size } };
+  };
+  const done = () => finish({ ...stats, peers: peers.list(), ...sequence() });
   setTimeout(done, num(timeout, 30_000));
   process.on('SIGTERM', done);
   process.on('SIGINT', done);
@@ -65,6 +74,11 @@ function server({ proto, addr, port, count, timeout }) {
       stats.packets += 1;
       stats.bytes += msg.length;
       peers.add(rinfo.address, rinfo.port, msg.length);
+      if (seen && msg.length >= 4) {
+        const n = msg.readUInt32BE(0);
+        if (seen.has(n)) duplicates += 1;
+        else seen.add(n);
+      }
       if (want > 0 && stats.packets >= want) done();
     });
     sock.on('error', (e) => finish({ ...stats, error: String(e) }, 1));
@@ -91,7 +105,7 @@ function server({ proto, addr, port, count, timeout }) {
   }
 }
 
-function client({ proto, addr, port, sport, bind, count, size, interval, duration, timeout }) {
+function client({ proto, addr, port, sport, bind, count, size, interval, duration, timeout, seq }) {
   const n = num(count, 1);
   const bytes = num(size, 64);
   const every = num(interval, 0);
@@ -111,7 +125,10 @@ function client({ proto, addr, port, sport, bind, count, size, interval, duratio
       out({ event: 'ready', localAddress: local.address, localPort: local.port });
       start = Date.now();
       while (more()) {
-        await new Promise((res, rej) => sock.send(payload, (e) => (e ? rej(e) : res())));
+        // a copy per datagram when numbered: send() may still hold the previous buffer
+        const data = seq === '1' ? Buffer.from(payload) : payload;
+        if (seq === '1') data.writeUInt32BE(stats.packets, 0);
+        await new Promise((res, rej) => sock.send(data, (e) => (e ? rej(e) : res())));
         stats.packets += 1;
         stats.bytes += bytes;
         if (more()) await pause(every);

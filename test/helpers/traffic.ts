@@ -110,6 +110,8 @@ export interface FlowSpec {
   /** keep sending for this long (TCP: one connection kept alive) */
   durationMs?: number;
   timeoutMs?: number;
+  /** UDP: number the datagrams; the server counts the missing and duplicated ones */
+  seq?: boolean;
 }
 
 export interface Peer {
@@ -128,7 +130,15 @@ export interface FlowResult {
   dport: number;
   sent: { packets: number; bytes: number };
   /** as counted by the receiving server (TCP packets = reads, not segments) */
-  received: { packets: number; bytes: number; connections: number; peers: Peer[] };
+  received: { packets: number; bytes: number; connections: number; peers: Peer[]; seq?: SeqCount };
+}
+
+/** What the server saw of numbered datagrams (spec.seq): missing counts gaps below the highest. */
+export interface SeqCount {
+  distinct: number;
+  duplicates: number;
+  max: number;
+  missing: number;
 }
 
 async function flow(scope: Scope, proto: 'udp' | 'tcp', spec: FlowSpec): Promise<FlowResult> {
@@ -139,13 +149,14 @@ async function flow(scope: Scope, proto: 'udp' | 'tcp', spec: FlowSpec): Promise
   const timeoutMs = spec.timeoutMs ?? 30_000;
   const expect = proto === 'tcp' ? 1 : spec.durationMs ? 0 : count;
   const server = agent(scope, spec.to.netns, ['server', '--proto', proto, '--addr', spec.serverAddr ?? dst, '--port', String(spec.serverPort ?? dport),
-    '--count', String(expect), '--timeout', String(timeoutMs)]);
+    '--count', String(expect), '--timeout', String(timeoutMs), ...(spec.seq ? ['--seq', '1'] : [])]);
   await server.waitForLine(ready, 10_000, `${proto} server ready`);
   const cargs = ['client', '--proto', proto, '--addr', dst, '--port', String(dport), '--bind', src,
     '--count', String(count), '--size', String(spec.size ?? 64), '--interval', String(spec.intervalMs ?? 0),
     '--timeout', String(timeoutMs)];
   if (spec.sport !== undefined) cargs.push('--sport', String(spec.sport));
   if (spec.durationMs !== undefined) cargs.push('--duration', String(spec.durationMs));
+  if (spec.seq) cargs.push('--seq', '1');
   const client = agent(scope, spec.from.netns, cargs);
   const cdone = await client.exited;
   const c = resultOf(client);
@@ -165,6 +176,7 @@ async function flow(scope: Scope, proto: 'udp' | 'tcp', spec: FlowSpec): Promise
       bytes: Number(s.bytes),
       connections: Number(s.connections),
       peers: (s.peers as Peer[] | undefined) ?? [],
+      ...(s.seq ? { seq: s.seq as SeqCount } : {}),
     },
   };
 }

@@ -121,6 +121,18 @@ describe('our settings', () => {
     assert.equal(listen('off'), undefined);
   });
 
+  test('health listen: loopback unless an address is named; the installer status path must be absolute', () => {
+    const listen = (v: string) => parse(['--collector', 'c', '--health-listen', v]).healthListen;
+    assert.deepEqual(listen(':9880'), { host: '127.0.0.1', port: 9880 });
+    assert.deepEqual(listen('[::1]:9880'), { host: '::1', port: 9880 });
+    assert.deepEqual(listen('0.0.0.0:9880'), { host: '0.0.0.0', port: 9880 });
+    assert.equal(listen('off'), undefined);
+    assert.equal(parse(['--collector', 'c']).healthListen, undefined, 'off by default');
+    assert.equal(errorOf(['--collector', 'c', '--health-listen', '9880']), '--health-listen: "9880" has no port; write it as ADDR:PORT');
+    assert.deepEqual(parse(['--collector', 'c'], { INT_HOST_REPORTER_CNI_INSTALLER_STATUS: '/run/s.json' }).cniInstallerStatus, '/run/s.json');
+    assert.equal(errorOf(['--collector', 'c', '--cni-installer-status', 's.json']), '--cni-installer-status: "s.json" must be an absolute path');
+  });
+
   test('bare IPv6 collector gets the default port', () => {
     assert.deepEqual(parse(['--collector', 'fd00::5']).collectors, [{ host: 'fd00::5', port: 32766 }]);
   });
@@ -207,7 +219,7 @@ describe('bad values name their source and the value', () => {
   test('config file problems', () => {
     const withFile = (text: string) => errorOf(['--config', '/c.yaml'], {}, { '/c.yaml': text });
     assert.equal(withFile('collector: x:1\nsample_bytes: 64\n'),
-      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, drop-detection, cni');
+      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, health-listen, cni-installer-status, drop-detection, cni');
     assert.equal(withFile('collector: x:1\nsample-bytes: "64"\n'), '/c.yaml (sample-bytes): "64" must be an integer');
     assert.equal(withFile('collector: x:1\nsample-bytes: 512\n'), '/c.yaml (sample-bytes): 512 must be at most 256');
     assert.equal(withFile('collector: [x:1, "y:z"]\n'), '/c.yaml (collector): "y:z" has an invalid port');

@@ -1,43 +1,69 @@
 // The CNI installer on temp dirs with real files: exact bytes before and after every operation.
+// The plugin it installs is the real one (dist/cni's launcher and build, under build ids the test
+// chooses), so every preflight here really runs it.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
-  chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync,
+  chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync,
+  statSync, unlinkSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
-  InstallError, PLUGIN_FILES, SHADOW_SUFFIX, buildEntry, findPrimary, install, installBinaries, reconcile, removeOurEntries,
-  uninstall, upsertEntry, waitForPrimary, watch, type InstallerOptions, type ReconcileResult,
+  EXIT_PREFLIGHT, InstallError, SHADOW_SUFFIX, buildEntry, ensurePlugin, findPrimary, install, reconcile, removeOurEntries,
+  uninstall, upsertEntry, waitForPrimary, watch, type InstallerOptions, type PluginState, type ReconcileResult,
 } from '../../install/cni-installer';
+import { aarch64Elf, distLayout, expectedInstall, makePluginSource, tree } from '../helpers/plugin-layout';
 
 const ROOT = join(__dirname, '..', '..');
 const MAIN = join(ROOT, 'install', 'cni-install-main.ts');
 const temps: string[] = [];
+const children = new Set<ChildProcess>();
 after(() => {
+  for (const c of children) c.kill('SIGKILL'); // a test that failed midway may leave a --watch behind
   for (const t of temps) rmSync(t, { recursive: true, force: true });
 });
+
+function tempDir(tag: string): string {
+  const t = mkdtempSync(join(tmpdir(), `ihr-${tag}-`));
+  temps.push(t);
+  return t;
+}
+
+// Build ids as the build makes them (16 hex digits); the contents are dist/cni's, made different.
+const X = '0123456789abcdef';
+const Y = 'fedcba9876543210';
+const Z = '00000000000000aa';
+
+let shared: string | undefined;
+/** One plugin source for the tests that do not change it (build X). */
+function sharedSource(): string {
+  shared ??= makePluginSource(tempDir('source'), X, 'build X');
+  return shared;
+}
 
 interface Env {
   confDir: string;
   binDir: string;
   source: string;
+  status: string;
   opts: InstallerOptions;
 }
 
-/** A node's two CNI dirs and an image's plugin source dir, in a fresh temp dir. */
-function env(pluginConfig?: Record<string, unknown>): Env {
-  const t = mkdtempSync(join(tmpdir(), 'ihr-install-'));
-  temps.push(t);
+/** A node's two CNI dirs and a status file path in a fresh temp dir; the plugin source is shared unless given. */
+function env(pluginConfig?: Record<string, unknown>, source?: string): Env {
+  const t = tempDir('install');
   const confDir = join(t, 'net.d');
   const binDir = join(t, 'bin');
-  const source = join(t, 'image-cni');
-  for (const d of [confDir, binDir, source]) mkdirSync(d);
-  writeFileSync(join(source, 'int-host-reporter'), '#!/usr/bin/env node\n// plugin v1\n', { mode: 0o755 });
-  writeFileSync(join(source, 'int_host_reporter.node'), 'addon v1', { mode: 0o755 });
-  writeFileSync(join(source, 'datapath.bpf.o'), 'object v1', { mode: 0o644 });
-  return { confDir, binDir, source, opts: { confDir, binDir, pluginSource: source, pluginConfig } };
+  for (const d of [confDir, binDir]) mkdirSync(d);
+  const src = source ?? sharedSource();
+  return { confDir, binDir, source: src, status: join(t, 'run', 'cni-installer.json'), opts: { confDir, binDir, pluginSource: src, pluginConfig } };
+}
+
+/** A plugin source of its own (build `build`), for a test that changes or breaks it. */
+function ownSource(build: string, variant = `build ${build}`): string {
+  return makePluginSource(tempDir('source'), build, variant);
 }
 
 function put(dir: string, name: string, text: string, mode = 0o644): void {
@@ -114,17 +140,14 @@ const CALICO_WITH_US = `{
 const SOCKET = { socketPath: '/run/int-host-reporter/daemon.sock' };
 
 describe('conflist', () => {
-  test('inserts our entry last and changes no other byte; plugin files copied', () => {
+  test('inserts our entry last and changes no other byte; plugin installed', () => {
     const e = env(SOCKET);
     put(e.confDir, '10-calico.conflist', CALICO);
     const r = install(e.opts);
     assert.deepEqual(r, { primary: '10-calico.conflist', target: '10-calico.conflist', action: 'inserted', removedShadows: [] },
       `unexpected result ${JSON.stringify(r)}`);
     assert.equal(read(e.confDir, '10-calico.conflist'), CALICO_WITH_US);
-    for (const f of PLUGIN_FILES) {
-      assert.equal(read(e.binDir, f), read(e.source, f), `${f} must be copied byte for byte`);
-      assert.equal(statSync(join(e.binDir, f)).mode & 0o777, statSync(join(e.source, f)).mode & 0o777, `${f} keeps its mode`);
-    }
+    assert.deepEqual(tree(e.binDir), expectedInstall(e.source, X));
     noTempFiles(e.confDir);
     noTempFiles(e.binDir);
   });
@@ -141,7 +164,7 @@ describe('conflist', () => {
     const afterStat = statSync(join(e.confDir, '10-calico.conflist'));
     assert.equal(afterStat.ino, before.ino, 'the conflist must not be rewritten');
     assert.equal(afterStat.mtimeMs, before.mtimeMs, 'the conflist mtime must not move');
-    assert.equal(statSync(join(e.binDir, 'int-host-reporter')).ino, binBefore.ino, 'an identical plugin file must not be replaced');
+    assert.equal(statSync(join(e.binDir, 'int-host-reporter')).ino, binBefore.ino, 'an identical launcher must not be replaced');
   });
 
   test('our entry spelled differently (keys reordered by a re-serialising primary) counts as in place', () => {
@@ -198,14 +221,14 @@ describe('conflist', () => {
     noTempFiles(e.confDir);
   });
 
-  test('uninstall takes out our entry only (original bytes back) and our three files only', () => {
+  test('uninstall takes out our entry only (original bytes back) and our plugin files only', () => {
     const e = env(SOCKET);
     put(e.confDir, '10-calico.conflist', CALICO);
     put(e.binDir, 'bridge', 'not ours', 0o755);
     put(e.binDir, 'portmap', 'not ours either', 0o755);
     install(e.opts);
     const r = uninstall(e.opts);
-    assert.deepEqual(r, { edited: ['10-calico.conflist'], removedShadows: [], removedBinaries: ['int-host-reporter', 'datapath.bpf.o', 'int_host_reporter.node'] },
+    assert.deepEqual(r, { edited: ['10-calico.conflist'], removedShadows: [], removedBinaries: ['int-host-reporter', 'int-host-reporter.d'] },
       `unexpected result ${JSON.stringify(r)}`);
     assert.deepEqual(snapshot(e.confDir), { '10-calico.conflist': CALICO });
     assert.deepEqual(snapshot(e.binDir), { bridge: 'not ours', portmap: 'not ours either' });
@@ -401,17 +424,21 @@ describe('plugin config and files', () => {
     assert.deepEqual(buildEntry({ socketPath: '/s', type: 'int-host-reporter' }), { type: 'int-host-reporter', socketPath: '/s' });
   });
 
-  test('a missing source file is named; a changed plugin replaces the old one by rename', () => {
-    const e = env();
-    unlinkSync(join(e.source, 'datapath.bpf.o'));
-    assert.throws(() => installBinaries(e.opts), /lacks datapath\.bpf\.o/, 'the missing file must be named');
-    writeFileSync(join(e.source, 'datapath.bpf.o'), 'object v1');
-    installBinaries(e.opts);
+  test('a missing source file is named; a changed launcher replaces the old one by rename', () => {
+    const source = ownSource(X);
+    const e = env(undefined, source);
+    unlinkSync(join(source, 'int-host-reporter.d', X, 'plugin.cjs'));
+    assert.throws(() => ensurePlugin(e.opts), new RegExp(`lacks int-host-reporter\\.d/${X}/plugin\\.cjs`), 'the missing file must be named');
+    copyFileSync(join(distLayout().buildDir, 'plugin.cjs'), join(source, 'int-host-reporter.d', X, 'plugin.cjs'));
+    const state: PluginState = {};
+    assert.equal(ensurePlugin(e.opts, state).ok, true);
     const ino = statSync(join(e.binDir, 'int-host-reporter')).ino;
-    writeFileSync(join(e.source, 'int-host-reporter'), '#!/usr/bin/env node\n// plugin v2\n');
-    assert.deepEqual(installBinaries(e.opts), { copied: ['int-host-reporter'], unchanged: ['int_host_reporter.node', 'datapath.bpf.o'] });
+    // the same launcher with a trailing byte more still runs: a new launcher for the same build
+    writeFileSync(join(source, 'int-host-reporter'), Buffer.concat([readFileSync(join(source, 'int-host-reporter')), Buffer.from([0])]));
+    const r = ensurePlugin(e.opts, state);
+    assert.deepEqual([r.ok, r.switched, r.preflighted], [true, true, true], `a new launcher is preflighted, then swapped: ${JSON.stringify(r)}`);
     assert.notEqual(statSync(join(e.binDir, 'int-host-reporter')).ino, ino, 'a new inode: replaced by rename, not rewritten in place');
-    assert.equal(read(e.binDir, 'int-host-reporter'), '#!/usr/bin/env node\n// plugin v2\n');
+    assert.deepEqual(tree(e.binDir), expectedInstall(source, X));
     noTempFiles(e.binDir);
   });
 
@@ -507,20 +534,26 @@ describe('wait and watch', () => {
   });
 });
 
-describe('command line', () => {
-  function run(args: string[], onSpawn?: (kill: () => void) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-      onSpawn?.(() => child.kill('SIGTERM'));
+type RunResult = { code: number | null; stdout: string; stderr: string };
+/** The installer's command line, from source; `onSpawn` gets a SIGTERM sender. */
+function run(args: string[], onSpawn?: (kill: () => void) => void): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => {
+      children.delete(child);
+      resolve({ code, stdout, stderr });
     });
-  }
-  const dirs = (e: Env) => ['--cni-conf-dir', e.confDir, '--cni-bin-dir', e.binDir, '--plugin-source', e.source];
+    onSpawn?.(() => child.kill('SIGTERM'));
+  });
+}
+const dirs = (e: Env) => ['--cni-conf-dir', e.confDir, '--cni-bin-dir', e.binDir, '--plugin-source', e.source, '--status-file', e.status];
 
+describe('command line', () => {
   test('--wait: exits 0 once the primary appears and the entry is in', async () => {
     const e = env();
     const done = run([...dirs(e), '--wait', '--recheck-interval-ms', '100', '--plugin-config', JSON.stringify(SOCKET)]);
@@ -567,5 +600,231 @@ describe('command line', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(snapshot(e.confDir), { '10-calico.conflist': CALICO });
     assert.deepEqual(snapshot(e.binDir), {});
+  });
+});
+
+// --- the plugin layout, its preflight and the status file ---------------------------------
+
+interface Status { state: string; message: string; conflist: string | null; pluginBuild: string | null; updatedAt: string }
+
+function readStatus(e: Env): Status {
+  const status = JSON.parse(readFileSync(e.status, 'utf8')) as Status;
+  assert.deepEqual(Object.keys(status).sort(), ['conflist', 'message', 'pluginBuild', 'state', 'updatedAt'], 'the status file holds exactly the contract\'s fields');
+  assert.ok(!Number.isNaN(Date.parse(status.updatedAt)) && new Date(status.updatedAt).toISOString() === status.updatedAt, `updatedAt is an ISO time: ${status.updatedAt}`);
+  return status;
+}
+
+/** Runs the installed plugin as a runtime would: CNI_COMMAND=VERSION, no other environment. */
+function runsVersion(binDir: string): boolean {
+  const r = spawnSync(join(binDir, 'int-host-reporter'), [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"1.0.0"}', encoding: 'utf8', timeout: 20_000 });
+  return r.status === 0 && r.stdout.includes('"supportedVersions"');
+}
+
+describe('plugin layout', () => {
+  test('installed exactly: launcher, build dir, current -> build (modes kept); a second pass copies and runs nothing', () => {
+    const e = env();
+    put(e.binDir, 'bridge', 'not ours', 0o755);
+    const state: PluginState = {};
+    const r = ensurePlugin(e.opts, state);
+    assert.deepEqual(r, { ok: true, build: X, reason: '', switched: true, preflighted: true, pendingRemoval: [] }, `first install: ${JSON.stringify(r)}`);
+    const expected = { ...expectedInstall(e.source, X), bridge: tree(e.binDir).bridge };
+    assert.deepEqual(tree(e.binDir), expected);
+    assert.equal(readlinkSync(join(e.binDir, 'int-host-reporter.d', 'current')), X, 'current is the relative name of the build');
+    assert.equal(statSync(join(e.binDir, 'int-host-reporter')).mode & 0o7777, 0o755, 'the launcher is executable');
+    assert.equal(statSync(join(e.binDir, 'int-host-reporter.d', X, 'node')).mode & 0o7777, 0o755, 'node is executable');
+    assert.ok(runsVersion(e.binDir), 'the installed plugin answers VERSION with an empty environment');
+    const inodes = [join(e.binDir, 'int-host-reporter'), join(e.binDir, 'int-host-reporter.d', X), join(e.binDir, 'int-host-reporter.d', X, 'node')].map((p) => statSync(p).ino);
+    const again = ensurePlugin(e.opts, state);
+    assert.deepEqual(again, { ok: true, build: X, reason: '', switched: false, preflighted: false, pendingRemoval: [] }, 'a passed build is not preflighted again');
+    assert.deepEqual(tree(e.binDir), expected);
+    assert.deepEqual([join(e.binDir, 'int-host-reporter'), join(e.binDir, 'int-host-reporter.d', X), join(e.binDir, 'int-host-reporter.d', X, 'node')].map((p) => statSync(p).ino), inodes,
+      'nothing replaced');
+    // a new installer process has not seen it pass: it runs the preflight once, and copies nothing
+    assert.deepEqual(ensurePlugin(e.opts, {}), { ok: true, build: X, reason: '', switched: false, preflighted: true, pendingRemoval: [] });
+    noTempFiles(e.binDir);
+    noTempFiles(join(e.binDir, 'int-host-reporter.d'));
+  });
+
+  test('upgrade X -> Y -> Z leaves exactly the last build, and the plugin runs at every moment meanwhile', async () => {
+    const e = env(undefined, ownSource(X));
+    ensurePlugin(e.opts);
+    // a runtime execing the plugin in a loop the whole time; every failure is counted
+    const stop = join(e.binDir, '..', 'stop');
+    const loop = spawn('/bin/sh', ['-c', `n=0; f=0; while [ ! -e "$1" ]; do n=$((n+1)); CNI_COMMAND=VERSION "$2" </dev/null >/dev/null 2>&1 || f=$((f+1)); done; echo "$n $f"`,
+      'sh', stop, join(e.binDir, 'int-host-reporter')], { stdio: ['ignore', 'pipe', 'inherit'], env: {} });
+    children.add(loop);
+    let out = '';
+    loop.stdout.on('data', (d) => (out += d));
+    const ended = new Promise<void>((resolve) => loop.on('close', () => resolve()));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      let previous = X;
+      for (const build of [Y, Z]) {
+        const source = ownSource(build);
+        const opts = { ...e.opts, pluginSource: source, oldBuildGraceMs: 1500 };
+        const r = ensurePlugin(opts);
+        assert.deepEqual(r, { ok: true, build, reason: '', switched: true, preflighted: true, pendingRemoval: [previous] }, `upgrade to ${build}: ${JSON.stringify(r)}`);
+        assert.equal(tree(e.binDir)[`int-host-reporter.d/${previous}`], 'dir 755', `build ${previous} is kept for its grace period`);
+        await new Promise((r2) => setTimeout(r2, 1600));
+        const later = ensurePlugin(opts);
+        assert.deepEqual(later.pendingRemoval, [], 'after the grace period a pass removes it');
+        assert.deepEqual(tree(e.binDir), expectedInstall(source, build), `only build ${build} is left`);
+        previous = build;
+      }
+    } finally {
+      writeFileSync(stop, '');
+      await ended;
+      children.delete(loop);
+    }
+    const [runs, failures] = out.trim().split(' ').map(Number);
+    assert.ok(runs >= 5, `the plugin was run ${runs} times during the upgrades`);
+    assert.equal(failures, 0, `${failures} of ${runs} runs of the plugin failed during the upgrades`);
+  });
+
+  test('from the previous layout: the node script, addon and object beside it are replaced and removed', () => {
+    const e = env();
+    put(e.binDir, 'int-host-reporter', '#!/usr/bin/env node\n"use strict";\n', 0o755);
+    put(e.binDir, 'int_host_reporter.node', 'old addon', 0o755);
+    put(e.binDir, 'datapath.bpf.o', 'old object');
+    put(e.binDir, 'portmap', 'not ours', 0o755);
+    assert.equal(ensurePlugin(e.opts).ok, true);
+    assert.deepEqual(tree(e.binDir), { ...expectedInstall(e.source, X), portmap: tree(e.binDir).portmap });
+  });
+
+  test('a damaged installed build is repaired from the source and preflighted again; a dead run\'s temp dir goes', () => {
+    const e = env();
+    const state: PluginState = {};
+    ensurePlugin(e.opts, state);
+    const build = join(e.binDir, 'int-host-reporter.d', X);
+    unlinkSync(join(build, 'lib', 'libstdc++.so.6'));
+    chmodSync(join(build, 'node'), 0o644);
+    mkdirSync(join(e.binDir, 'int-host-reporter.d', `.${Y}.ihr-tmp-999999999-1`, 'lib'), { recursive: true });
+    const r = ensurePlugin(e.opts, state);
+    assert.deepEqual(r, { ok: true, build: X, reason: '', switched: false, preflighted: true, pendingRemoval: [] }, JSON.stringify(r));
+    assert.deepEqual(tree(e.binDir), expectedInstall(e.source, X));
+  });
+});
+
+describe('preflight', () => {
+  const cases: { name: string; cause: RegExp; breakIt: (source: string) => void }[] = [
+    {
+      name: 'a runtime library removed (lib/libstdc++.so.6)',
+      // the loader falls back to the host's copy: the plugin's own check names the file it took from outside
+      cause: /self-contained: loaded from outside .*\/int-host-reporter\.d\/fedcba9876543210: \/\S*libstdc\+\+\.so\.6/,
+      breakIt: (source) => unlinkSync(join(source, 'int-host-reporter.d', Y, 'lib', 'libstdc++.so.6')),
+    },
+    {
+      name: 'a launcher for another architecture (aarch64)',
+      cause: /\/bin\/int-host-reporter is an ELF program for aarch64, this machine is x86-64/,
+      breakIt: (source) => writeFileSync(join(source, 'int-host-reporter'), aarch64Elf()),
+    },
+    {
+      name: 'a node for another architecture (aarch64)',
+      cause: /\/int-host-reporter\.d\/fedcba9876543210\/node is an ELF program for aarch64, this machine is x86-64/,
+      breakIt: (source) => writeFileSync(join(source, 'int-host-reporter.d', Y, 'node'), aarch64Elf()),
+    },
+  ];
+
+  for (const c of cases) {
+    test(`${c.name}: not chained, conflist byte-identical, status preflight-failed naming it, exit ${EXIT_PREFLIGHT}`, async () => {
+      const source = ownSource(Y);
+      c.breakIt(source);
+      const e = env(undefined, source);
+      put(e.confDir, '10-calico.conflist', CALICO);
+      const before = statSync(join(e.confDir, '10-calico.conflist'));
+      const r = await run(dirs(e));
+      assert.equal(r.code, EXIT_PREFLIGHT, `exit ${EXIT_PREFLIGHT}: ${r.stdout}${r.stderr}`);
+      assert.equal(read(e.confDir, '10-calico.conflist'), CALICO, 'the conflist is byte-identical');
+      assert.equal(statSync(join(e.confDir, '10-calico.conflist')).mtimeMs, before.mtimeMs, 'and not even rewritten');
+      assert.deepEqual(readdirSync(e.confDir), ['10-calico.conflist'], 'no shadow, no temp file');
+      const status = readStatus(e);
+      assert.equal(status.state, 'preflight-failed');
+      assert.match(status.message, c.cause);
+      assert.deepEqual([status.conflist, status.pluginBuild], [null, null], 'nothing chained, no build live');
+      assert.ok(!existsSync(join(e.binDir, 'int-host-reporter')), 'nothing a runtime would exec is in the bin dir');
+      const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string });
+      const errors = lines.filter((l) => l.level >= 50);
+      assert.equal(errors.length, 1, `one error line: ${r.stdout}`);
+      assert.match(errors[0].msg, /^not chaining the plugin: the plugin \(build fedcba9876543210\) failed its preflight: /);
+      assert.match(errors[0].msg, c.cause);
+    });
+  }
+
+  test('an upgrade to a build that fails keeps the running build live and chained', async () => {
+    const e = env();
+    put(e.confDir, '10-calico.conflist', CALICO);
+    install(e.opts);
+    const installed = tree(e.binDir);
+    const broken = ownSource(Y);
+    unlinkSync(join(broken, 'int-host-reporter.d', Y, 'lib', 'libstdc++.so.6'));
+    const r = await run([...dirs({ ...e, source: broken })]);
+    assert.equal(r.code, EXIT_PREFLIGHT, r.stdout);
+    assert.equal(read(e.confDir, '10-calico.conflist'), CALICO_WITH_US.replace(/,\n {6}"socketPath": "[^"]*"/, ''), 'our entry of build X stays');
+    const status = readStatus(e);
+    assert.equal(status.state, 'preflight-failed');
+    assert.match(status.message, new RegExp(`build ${Y}\\) failed its preflight: .*libstdc\\+\\+.*; build ${X} stays the one installed$`));
+    assert.equal(status.pluginBuild, X);
+    const now = tree(e.binDir);
+    assert.equal(now['int-host-reporter.d/current'], `link -> ${X}`, 'current still names X');
+    assert.equal(now['int-host-reporter'], installed['int-host-reporter'], 'the launcher is X\'s');
+    assert.ok(runsVersion(e.binDir), 'and the plugin still runs');
+  });
+
+  test('--watch: preflight-failed (logged once) until the source is fixed, then chained on the next re-check', async () => {
+    const source = ownSource(Y);
+    const lib = join(source, 'int-host-reporter.d', Y, 'lib', 'libstdc++.so.6');
+    const saved = readFileSync(lib);
+    unlinkSync(lib);
+    const e = env(SOCKET, source);
+    put(e.confDir, '10-calico.conflist', CALICO);
+    let kill: () => void = () => {};
+    const done = run([...dirs(e), '--watch', '--recheck-interval-ms', '300', '--plugin-config', JSON.stringify(SOCKET)], (k) => (kill = k));
+    try {
+      await until('status preflight-failed', () => existsSync(e.status) && readStatus(e).state === 'preflight-failed', 30_000);
+      // several re-checks go by, each one failing again
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(read(e.confDir, '10-calico.conflist'), CALICO, 'not chained while the preflight fails');
+      assert.equal(readStatus(e).state, 'preflight-failed');
+      writeFileSync(lib, saved, { mode: 0o755 });
+      chmodSync(lib, 0o755);
+      await until('status chained', () => readStatus(e).state === 'chained', 30_000);
+      assert.equal(read(e.confDir, '10-calico.conflist'), CALICO_WITH_US);
+      const status = readStatus(e);
+      assert.deepEqual([status.conflist, status.pluginBuild], [join(e.confDir, '10-calico.conflist'), Y]);
+      assert.deepEqual(tree(e.binDir), expectedInstall(source, Y), 'the repaired build installed exactly');
+    } finally {
+      kill();
+    }
+    const r = await done;
+    assert.equal(r.code, 0, r.stderr);
+    const failures = r.stdout.split('\n').filter((l) => l.includes('not chaining the plugin'));
+    assert.equal(failures.length, 1, `the same failure is logged once, not on every re-check:\n${failures.join('\n')}`);
+  });
+});
+
+describe('status file', () => {
+  test('waiting-for-primary, chained, error, uninstalled; the parent dir is created', async () => {
+    const e = env();
+    assert.ok(!existsSync(join(e.status, '..')), 'the status dir does not exist yet');
+    assert.equal((await run(dirs(e))).code, 4, 'no primary: exit 4');
+    let s = readStatus(e);
+    assert.deepEqual([s.state, s.conflist, s.pluginBuild], ['waiting-for-primary', null, X]);
+    assert.match(s.message, /no valid CNI config in .*net\.d yet/);
+    put(e.confDir, '10-calico.conflist', CALICO);
+    assert.equal((await run(dirs(e))).code, 0);
+    s = readStatus(e);
+    assert.deepEqual([s.state, s.conflist, s.pluginBuild], ['chained', join(e.confDir, '10-calico.conflist'), X]);
+    assert.equal(s.message, `our entry is the last plugin of ${join(e.confDir, '10-calico.conflist')}`);
+    assert.equal((await run([...dirs(e), '--uninstall'])).code, 0);
+    s = readStatus(e);
+    assert.deepEqual([s.state, s.conflist, s.pluginBuild], ['uninstalled', null, null]);
+    assert.deepEqual(snapshot(e.confDir), { '10-calico.conflist': CALICO });
+    assert.deepEqual(readdirSync(e.binDir), [], 'no plugin file left');
+    put(e.confDir, '10-calico.conflist', '{"cniVersion":"0.2.0","name":"old","plugins":[{"type":"bridge"}]}');
+    assert.equal((await run(dirs(e))).code, 3);
+    s = readStatus(e);
+    assert.equal(s.state, 'error');
+    assert.match(s.message, /refusing to chain into .*10-calico\.conflist: its cniVersion "0\.2\.0" is older than 0\.3\.0/);
+    noTempFiles(join(e.status, '..'));
   });
 });
