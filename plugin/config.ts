@@ -5,6 +5,7 @@ import { DEFAULT_SOCKET_PATH, DEFAULT_SPOOL_DIR } from '../daemon/api/protocol';
 import {
   CniError, ERR_DECODING, ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, ERR_INVALID_ENV, ERR_UNSUPPORTED_FIELD,
 } from './errors';
+import { NOTIFY_BUDGET_MS } from './notify';
 import { type CniVersion, isObject, isSupportedVersion, type JsonObject, SUPPORTED_VERSIONS } from './result';
 
 export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'STATUS', 'GC'] as const;
@@ -33,6 +34,8 @@ export interface PluginConfig {
   bpffsRoot: string;
   /** CHECK also asks the daemon whether it knows the attachment. */
   checkDaemon: boolean;
+  /** The whole budget of one call to the daemon (connect, send, answer), ms. */
+  notifyTimeoutMs: number;
   /** Log file (JSON lines); stderr when absent. */
   logFile?: string;
   prevResult?: unknown;
@@ -144,6 +147,7 @@ export function parseConfig(raw: JsonObject): PluginConfig {
     spoolDir: absolutePath(raw, 'spoolDir') ?? DEFAULT_SPOOL_DIR,
     bpffsRoot: absolutePath(raw, 'bpffsRoot') ?? DEFAULT_BPFFS_ROOT,
     checkDaemon: optionalBoolean(raw, 'checkDaemon') ?? false,
+    notifyTimeoutMs: notifyTimeoutMs(raw.notifyTimeoutMs),
     logFile: absolutePath(raw, 'logFile'),
     prevResult: raw.prevResult,
     raw,
@@ -160,6 +164,18 @@ function failurePolicy(value: unknown): FailurePolicy {
   if (value !== 'open' && value !== 'closed') {
     throw new CniError(ERR_UNSUPPORTED_FIELD, `unsupported value for field "failurePolicy": ${JSON.stringify(value)}`,
       'failurePolicy must be "open" or "closed"');
+  }
+  return value;
+}
+
+/** How long a call to the daemon may take: short by default (a pod waits for it), bounded both ways. */
+function notifyTimeoutMs(value: unknown): number {
+  if (value === undefined) return NOTIFY_BUDGET_MS;
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new CniError(ERR_INVALID_CONFIG, 'field "notifyTimeoutMs" must be an integer', `got ${JSON.stringify(value)}`);
+  }
+  if (value < 100 || value > 30_000) {
+    throw new CniError(ERR_UNSUPPORTED_FIELD, `unsupported value for field "notifyTimeoutMs": ${value}`, 'notifyTimeoutMs must be between 100 and 30000');
   }
   return value;
 }

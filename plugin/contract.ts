@@ -21,7 +21,7 @@ import {
   ERR_INVALID_CONFIG, ERR_NOT_ATTACHED, ERR_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, errorJson,
 } from './errors';
 import { createLogger, type Logger } from './log';
-import { NOTIFY_BUDGET_MS, notifyDaemon, probeSocket, queryAttachment } from './notify';
+import { notifyDaemon, probeSocket, queryAttachment } from './notify';
 import {
   type CniVersion, hostInterfaceNames, isObject, isSupportedVersion, type JsonObject, LATEST_VERSION, podIps,
   resultAsVersion, SUPPORTED_VERSIONS, validatePrevResult, versionAtLeast,
@@ -122,7 +122,7 @@ async function cmdAdd(call: Call): Promise<PluginOutcome> {
     failures.push(notice.error);
   }
 
-  const told = await notifyDaemon(conf.socketPath, 'add', notice);
+  const told = await notifyDaemon(conf.socketPath, 'add', notice, conf.notifyTimeoutMs);
   if (!told.ok) failures.push(`notify failed: ${told.error}`);
 
   if (failures.length === 0) {
@@ -161,7 +161,7 @@ async function cmdDel(call: Call): Promise<PluginOutcome> {
       network: call.conf.name, containerId: call.env.containerId, ifname: call.env.ifname,
       ...(call.env.netns ? { netns: call.env.netns } : {}), ...podIdentity(call.env.args),
     };
-    await releaseAttachment(call, notice, Date.now() + NOTIFY_BUDGET_MS);
+    await releaseAttachment(call, notice, Date.now() + call.conf.notifyTimeoutMs);
   } catch (err) {
     call.log.log('error', 'DEL cleanup failed; returning success anyway', { error: describeError(err) });
   }
@@ -225,7 +225,7 @@ async function cmdCheck(call: Call): Promise<PluginOutcome> {
   }
 
   if (conf.checkDaemon) {
-    const known = await queryAttachment(conf.socketPath, key);
+    const known = await queryAttachment(conf.socketPath, key, conf.notifyTimeoutMs);
     if (!known.ok) throw new CniError(ERR_DAEMON_UNAWARE, 'cannot ask the int-host-reporter daemon about the attachment', known.error);
     if (!known.known) throw new CniError(ERR_DAEMON_UNAWARE, 'the int-host-reporter daemon does not know the attachment', keyText(key));
   }
@@ -246,7 +246,7 @@ async function cmdStatus(call: Call): Promise<PluginOutcome> {
   requireVersion(conf.cniVersion, '1.1.0', 'STATUS');
   // Open: ADD succeeds (and spools) without the daemon, so we are ready by definition.
   if (conf.failurePolicy === 'open') return success();
-  const probe = await probeSocket(conf.socketPath);
+  const probe = await probeSocket(conf.socketPath, conf.notifyTimeoutMs);
   if (!probe.ok) {
     throw new CniError(ERR_NOT_AVAILABLE, 'int-host-reporter daemon is not reachable',
       `${probe.error}; with failurePolicy "closed" ADD would fail`);
@@ -282,7 +282,7 @@ async function cmdGc(call: Call): Promise<PluginOutcome> {
     const isValid = valid.some((v) => v.containerID === key.containerId && v.ifname === key.ifname);
     if (!isValid && !stale.some((s) => sameKey(s, key))) stale.push(key);
   }
-  const deadline = Date.now() + NOTIFY_BUDGET_MS; // one notify budget for the whole sweep
+  const deadline = Date.now() + call.conf.notifyTimeoutMs; // one notify budget for the whole sweep
   for (const key of stale) {
     try {
       await releaseAttachment(call, { network: key.network, containerId: key.containerId, ifname: key.ifname }, deadline);

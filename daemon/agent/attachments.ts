@@ -110,6 +110,11 @@ export class AttachmentRegistry {
 
   /** A notice from the plugin after ADD: the attachment exists (or must be repaired). */
   added(n: AttachmentNotice): AttachmentRecord {
+    // Discovery found the pod from the API between its CNI ADD and the plugin's attach: the
+    // plugin's attachment replaces the discovered one, so the veth keeps one pair of our links.
+    for (const r of this.list()) {
+      if (r.network === DISCOVERED_NETWORK && n.hostIfindex !== undefined && r.hostIfindex === n.hostIfindex) this.deleted(r);
+    }
     const rec: AttachmentRecord = {
       network: n.network, containerId: n.containerId, ifname: n.ifname, netns: n.netns, hostIfname: n.hostIfname,
       hostIfindex: n.hostIfindex, podNamespace: n.podNamespace, podName: n.podName, podUid: n.podUid, ips: n.ips ?? [],

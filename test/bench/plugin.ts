@@ -4,7 +4,7 @@
 // the host's node (how the plugin ran before it carried its runtime), interleaved in the same run
 // so that every arm sees the same machine state. Also the size of what lands in the CNI bin dir.
 import { spawnSync } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DaemonProcess, cniAdd, cniDel } from '../helpers/daemon';
@@ -25,6 +25,14 @@ export const PLUGIN_DEFAULTS: PluginBenchOptions = { n: 30, pods: 3, warmup: 3 }
 const GOAL_FACTOR = 1.3;
 /** the self-contained plugin may be at most this much slower than the bundle on the host's node */
 const GOAL_VS_HOST_NODE = 1.1;
+
+/** The image `npm run image` builds, and its size when it has been built. */
+function imageSize(): { name: string; bytes?: number } {
+  const version = (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+  const name = `localhost/int-host-reporter:${version}`;
+  const r = spawnSync('podman', ['image', 'inspect', '--format', '{{.Size}}', name], { encoding: 'utf8' });
+  return r.status === 0 ? { name, bytes: Number(r.stdout.trim()) } : { name };
+}
 
 /** Bytes under a directory, following nothing (what `du --apparent-size -b` counts for files). */
 function treeBytes(dir: string): number {
@@ -96,6 +104,7 @@ export async function benchPlugin(scope: Scope, o: PluginBenchOptions, log: (s: 
   const binBytes = treeBytes(PLUGIN_DIST);
   const nodeBytes = treeBytes(join(build, 'node'));
   const mb = (n: number) => fmt(n / 1e6, 1);
+  const image = imageSize();
   return {
     tables: [{
       title: 'CNI plugin: latency as installed (own runtime) vs the same bundle on the host\'s node vs node\'s bare start-up (ms)',
@@ -111,6 +120,7 @@ export async function benchPlugin(scope: Scope, o: PluginBenchOptions, log: (s: 
         `Interleaved rounds (node -e 0, then both ADD + DEL arms in alternating order) after ${o.warmup} warm-up rounds; ${o.pods} routed pods cycled; the daemon running with its pinned programs.`,
         `ADD: real host-veth lookup in the pod netns, TCX attach of both hooks with pinned links, notify over the daemon's unix socket. Goals: median ADD <= ${GOAL_FACTOR} x node -e 0, and as installed <= ${GOAL_VS_HOST_NODE} x the bundle on the host's node.`,
         `What lands in the CNI bin dir (dist/cni): ${mb(binBytes)} MB, of which the Node 20 binary is ${mb(nodeBytes)} MB.`,
+        image.bytes === undefined ? `Image: ${image.name} not built (npm run image).` : `Image ${image.name}: ${mb(image.bytes)} MB (podman's size; the node binary is stored once, shared by the daemon and the plugin layout).`,
       ],
     }],
     goals: [
@@ -118,6 +128,7 @@ export async function benchPlugin(scope: Scope, o: PluginBenchOptions, log: (s: 
       { benchmark: 'plugin', goal: `ADD as installed <= ${GOAL_VS_HOST_NODE} x the bundle on the host's node`, measured: `${fmt(vsHost, 2)} x (${fmt(median(add))} vs ${fmt(median(addHost))} ms)`, met: vsHost <= GOAL_VS_HOST_NODE },
       { benchmark: 'plugin', goal: 'DEL latency (report)', measured: `median ${fmt(median(del))} ms, p90 ${fmt(quantile(del, 0.9))} ms`, met: null },
       { benchmark: 'plugin', goal: 'size of what lands in the CNI bin dir (report)', measured: `${mb(binBytes)} MB (node ${mb(nodeBytes)} MB)`, met: null },
+      { benchmark: 'plugin', goal: 'image size (report)', measured: image.bytes === undefined ? 'not built' : `${mb(image.bytes)} MB`, met: null },
     ],
   };
 }

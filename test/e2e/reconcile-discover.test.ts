@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withScope, createNode, allocateSubnet, deferLinkDelete, linkInfo, ip } from '../helpers/netns';
-import { DaemonProcess, ReportSink, watchlistFile } from '../helpers/daemon';
+import { DaemonProcess, ReportSink, cniAdd, watchlistFile } from '../helpers/daemon';
 import { FakeKubeApi, eventually, kubeconfigFor, makePod } from '../helpers/fake-kube-api';
 import { udpFlow, addrOf, type Family } from '../helpers/traffic';
 import * as bpf from '../../bpf/index';
@@ -119,6 +119,36 @@ test('reconcile attaches running pods the plugin never saw (routed and bridged),
       assert.deepEqual({ kind: reps[0].kind, ingress: reps[0].ingressPort, egress: reps[0].egressPort, switchId: reps[0].switchId },
         { kind: 'flow', ingress: a.hostIfindex, egress: b.hostIfindex, switchId: SWITCH_ID }, `UDP/${family} report ports`);
     }
+  });
+});
+
+test('a plugin ADD for a pod that discovery attached first replaces the discovered attachment: one record, one pair of links', async () => {
+  await withScope(async (scope) => {
+    const node = await createNode(scope);
+    const a = await node.addPod();
+    const api = await FakeKubeApi.start();
+    scope.defer('close fake API server', () => void api.close());
+    const uid = `uid-a-${scope.prefix}`;
+    // The API lists the pod with its IPs before the plugin's ADD has notified (the race).
+    api.addPod(makePod({ name: 'pod-a', nodeName: NODE, uid, podIPs: [a.ipv4, a.ipv6] }));
+    const sink = await ReportSink.start(scope);
+    const daemon = await DaemonProcess.start(scope, {
+      collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_MS: '200' },
+    });
+    await eventually('pod-a attached by discovery', async () => {
+      const r = await daemon.api<{ attachments: AttachmentJson[] }>('GET', '/v1/attachments');
+      return r.json.attachments.some((x) => x.network === 'k8s-discovered' && x.state === 'ok') ? true : undefined;
+    });
+    assert.deepEqual(ours(a.hostIfindex, 'ingress'), [PROGRAMS.ingress], 'one ingress link, the discovered one');
+
+    const cid = `cid-a-${scope.prefix}`;
+    const add = cniAdd(daemon, a, cid, 'pod-a');
+    assert.equal(add.code, 0, `CNI ADD: ${add.stdout}${add.stderr}`);
+    const r = await daemon.api<{ attachments: AttachmentJson[] }>('GET', '/v1/attachments');
+    assert.deepEqual(r.json.attachments.map((x) => ({ network: x.network, containerId: x.containerId, hostIfindex: x.hostIfindex, state: x.state })),
+      [{ network: 'testnet', containerId: cid, hostIfindex: a.hostIfindex, state: 'ok' }], 'only the plugin\'s attachment');
+    assert.deepEqual(ours(a.hostIfindex, 'ingress'), [PROGRAMS.ingress], 'one ingress link on the veth, not two');
+    assert.deepEqual(ours(a.hostIfindex, 'egress'), [PROGRAMS.egress], 'one egress link on the veth, not two');
   });
 });
 

@@ -448,6 +448,8 @@ describe('CNI contract: malformed input gives the exact error code on stdout', P
     { name: 'type not a string', stdin: { ...base(), type: ['x'] }, code: 7, msg: 'field "type" must be a string', details: '["x"]' },
     { name: 'failurePolicy unsupported value', stdin: { ...base(), failurePolicy: 'sometimes' }, code: 2, msg: 'unsupported value for field "failurePolicy": "sometimes"', details: 'failurePolicy must be "open" or "closed"' },
     { name: 'failurePolicy not a string', stdin: { ...base(), failurePolicy: true }, code: 7, msg: 'field "failurePolicy" must be a string', details: 'got true' },
+    { name: 'notifyTimeoutMs not an integer', stdin: { ...base(), notifyTimeoutMs: '1s' }, code: 7, msg: 'field "notifyTimeoutMs" must be an integer', details: 'got "1s"' },
+    { name: 'notifyTimeoutMs out of range', stdin: { ...base(), notifyTimeoutMs: 50 }, code: 2, msg: 'unsupported value for field "notifyTimeoutMs": 50', details: 'notifyTimeoutMs must be between 100 and 30000' },
     { name: 'socketPath not a string', stdin: { ...base(), socketPath: 5 }, code: 7, msg: 'field "socketPath" must be a non-empty string', details: 'got 5' },
     { name: 'socketPath relative', stdin: { ...base(), socketPath: 'daemon.sock' }, code: 7, msg: 'field "socketPath" must be an absolute path', details: 'got "daemon.sock"' },
     { name: 'spoolDir not a string', stdin: { ...base(), spoolDir: [] }, code: 7, msg: 'field "spoolDir" must be a non-empty string', details: 'got []' },
@@ -600,7 +602,8 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
   test('contract: ADD against a daemon that never answers gives up within the 1 s budget and spools', () =>
     withSandbox(async (sb, daemon) => {
       daemon!.hang = true;
-      const res = await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd('1.0.0', sb) });
+      const { notifyTimeoutMs: _generous, ...stdin } = podmanAdd('1.0.0', sb); // the default budget
+      const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.equal(res.code, 0);
       assert.deepEqual(readSpool(sb.spoolDir)[0].reasons, ['notify failed: daemon did not answer POST /v1/cni/add within 1000 ms']);
     }, { daemon: true }));
