@@ -36,13 +36,21 @@ export class ApiError extends Error {
   }
 }
 
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ApiError(400, `malformed percent-encoding in the path: ${JSON.stringify(segment)}`);
+  }
+}
+
 function match(pattern: string, path: string): Record<string, string> | undefined {
   const p = pattern.split('/');
   const a = path.split('/');
   if (p.length !== a.length) return undefined;
   const params: Record<string, string> = {};
   for (let i = 0; i < p.length; i++) {
-    if (p[i].startsWith('{') && p[i].endsWith('}')) params[p[i].slice(1, -1)] = decodeURIComponent(a[i]);
+    if (p[i].startsWith('{') && p[i].endsWith('}')) params[p[i].slice(1, -1)] = decodeSegment(a[i]);
     else if (p[i] !== a[i]) return undefined;
   }
   return params;
@@ -65,8 +73,18 @@ export type RouteSet = 'all' | 'public' | 'health';
 function handler(routes: Route[], set: RouteSet) {
   const served = routes.filter((r) => set === 'all' || (set === 'public' ? r.public : r.health));
   return (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://local');
-    const candidates = served.filter((r) => match(r.path, url.pathname));
+    // Anything a peer sends must end in an answer, never in an exception: a malformed request
+    // target (e.g. "//") or path segment is a 400.
+    let url: URL;
+    let candidates: Route[];
+    try {
+      url = new URL(req.url ?? '/', 'http://local');
+      candidates = served.filter((r) => match(r.path, url.pathname));
+    } catch (e) {
+      const message = e instanceof ApiError ? e.message : `malformed request target: ${JSON.stringify(req.url)}`;
+      send(res, { status: 400, json: { error: message } });
+      return;
+    }
     if (candidates.length === 0) {
       send(res, { status: 404, json: { error: `no such endpoint: ${url.pathname}` } });
       return;
