@@ -93,6 +93,20 @@ function unrefSleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
+/** Waits (bounded) until no process but us has `text` in its command line. Stops nothing. */
+function waitForProcessesNaming(text: string, timeoutMs: number): void {
+  const needle = Buffer.from(text);
+  const others = (): number[] => readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid).map(Number).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`).includes(needle);
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+  const until = Date.now() + timeoutMs;
+  while (others().length > 0 && Date.now() < until) sleepSync(100);
+}
+
 export function tempDir(scope: Scope, tag: string): string {
   const dir = mkdtempSync(join(tmpdir(), `${scope.prefix}-${tag}-`));
   scope.defer(`remove ${dir}`, () => removeTree(dir));
@@ -343,6 +357,9 @@ export class PodmanSession {
       } catch {
         /* keep cleaning */
       }
+      // conmon runs `podman container cleanup` for each container as it exits, after `rm`
+      // returned: removing the dir under it would let it recreate root/ and runroot/ there.
+      waitForProcessesNaming(dir, 15_000);
       cleanCniState(cniState, [...s.networks]);
       // host-local's DEL during `rm` may have recreated a data dir already removed.
       for (const d of s.ipamDirs) rmSync(d, { recursive: true, force: true });
