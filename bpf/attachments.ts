@@ -1,19 +1,32 @@
 // The datapath as several processes share it through bpffs: the programs and maps pinned once
 // (by the daemon, or by the first plugin run when the daemon has not started yet), and one
 // directory of link pins per attachment. Plugin and daemon both go through here.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  BpfError, BpfObject, Program, attach, defaultObjectPath, detach, ensureBpffs, getLink, query, removeEmptyDirs,
-  unpin, type AttachMode, type Attachment, type LoadOptions,
+  BpfError, BpfObject, Program, attach, defaultObjectPath, detach, detachPinnedLink, ensureBpffs, query,
+  removeEmptyDirs, unpin, type AttachMode, type Attachment, type LoadOptions,
 } from './index';
-import { PROGRAMS, PinLayout, type Direction } from './pins';
+import { PROGRAMS, PinLayout, isHookLinkName, tcMarkerIfindex, type Direction } from './pins';
+import { getLink } from '../netlink/index';
+import { isErrno } from '../native/load';
 
 export type ProgramSet = Record<keyof typeof PROGRAMS, Program>;
 
+/** Names in a directory; none when it does not exist. */
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
 function openPinnedPrograms(layout: PinLayout): ProgramSet | undefined {
   const names = Object.entries(PROGRAMS) as [keyof typeof PROGRAMS, string][];
-  if (!names.every(([, n]) => existsSync(layout.prog(n)))) return undefined;
+  const pinned = namesIn(layout.progs);
+  if (!names.every(([, n]) => pinned.includes(n))) return undefined;
   const out = {} as ProgramSet;
   for (const [k, n] of names) out[k] = Program.fromPin(layout.prog(n));
   return out;
@@ -65,8 +78,6 @@ export interface PodAttachment extends AttachmentKey {
   programIds: number[];
 }
 
-const TC_MARKER = 'tc-ifindex-';
-
 /**
  * Attaches ingress and egress programs to a pod's host veth, pinning the TCX links under the
  * attachment's directory. Idempotent: an existing attachment is updated in place.
@@ -78,7 +89,7 @@ export function attachPod(layout: PinLayout, key: AttachmentKey, hostIfindex: nu
   try {
     for (const [direction, prog] of [['ingress', progs.ingress], ['egress', progs.egress]] as [Direction, Program][]) {
       done.push(attach(prog, hostIfindex, direction, {
-        mode, linkPin: join(dir, direction), clsactMarker: join(layout.root, 'tc', `clsact-${hostIfindex}`),
+        mode, linkPin: layout.hookLink(dir, direction), clsactMarker: layout.clsactMarker(hostIfindex),
       }));
     }
   } catch (e) {
@@ -86,44 +97,75 @@ export function attachPod(layout: PinLayout, key: AttachmentKey, hostIfindex: nu
     removeEmptyDirs(dir, layout.links);
     throw e;
   }
-  if (done[0].mode === 'tc') mkdirSync(join(dir, `${TC_MARKER}${hostIfindex}`), { recursive: true });
+  if (done[0].mode === 'tc') mkdirSync(layout.tcMarker(dir, hostIfindex), { recursive: true });
   return { ...key, mode: done[0].mode, ifindex: hostIfindex, programIds: done.map((a) => a.progId) };
 }
 
 /** Removes an attachment's links (or tc filters) and pins. Succeeds when they are already gone. */
 export function detachPod(layout: PinLayout, key: AttachmentKey): void {
   const dir = layout.attachment(key.network, key.containerId, key.ifname);
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already
-    throw e;
-  }
-  for (const name of names) {
+  detachHooksIn(layout, dir);
+  removeEmptyDirs(dir, layout.links);
+}
+
+/** Removes a node interface's links (or tc filters) and their pins. */
+export function detachNodeInterface(layout: PinLayout, ifname: string): void {
+  detachHooksIn(layout, layout.nodeInterface(ifname));
+}
+
+/**
+ * Detaches what an attachment's or node interface's directory holds: TCX link pins, and tc
+ * markers (the filters, and a clsact we created, go with them). Nothing to do when it is gone.
+ */
+function detachHooksIn(layout: PinLayout, dir: string): void {
+  for (const name of namesIn(dir)) {
     const p = join(dir, name);
-    if (name === 'ingress' || name === 'egress') {
+    const tcIfindex = tcMarkerIfindex(name);
+    if (isHookLinkName(name)) {
       detach({ ifindex: 0, direction: name, mode: 'tcx', progId: 0, linkPin: p });
       unpin(p);
-    } else if (name.startsWith(TC_MARKER)) {
-      const ifindex = Number(name.slice(TC_MARKER.length));
+    } else if (tcIfindex !== undefined) {
       for (const direction of ['ingress', 'egress'] as const) {
-        detach({ ifindex, direction, mode: 'tc', progId: 0, clsactMarker: join(layout.root, 'tc', `clsact-${ifindex}`) });
+        detach({ ifindex: tcIfindex, direction, mode: 'tc', progId: 0, clsactMarker: layout.clsactMarker(tcIfindex) });
       }
       rmSync(p, { recursive: true, force: true }); // another process may have removed it already
     }
   }
-  removeEmptyDirs(dir, layout.links);
+}
+
+/**
+ * Removes a pin tree bottom-up: link pins are detached first, other pins (programs, maps) just
+ * unpinned, then the directories. Nothing to do when it is gone.
+ */
+export function removePinTree(dir: string): void {
+  for (const name of namesIn(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) {
+      removePinTree(p);
+      continue;
+    }
+    try {
+      detachPinnedLink(p);
+    } catch (e) {
+      // EINVAL: a program or map pin, which has no link to detach; unpinning (below) releases it.
+      if (!isErrno(e, 'EINVAL')) throw e;
+    }
+    unpin(p);
+  }
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
 }
 
 /** Attachments with pins under the layout (optionally of one network). */
 export function listPodAttachments(layout: PinLayout, network?: string): AttachmentKey[] {
-  const base = join(layout.links, 'cni');
+  const base = layout.podLinks;
   const out: AttachmentKey[] = [];
-  const ls = (d: string) => (existsSync(d) ? readdirSync(d) : []);
-  for (const net of network ? [network] : ls(base)) {
-    for (const containerId of ls(join(base, net))) {
-      for (const ifname of ls(join(base, net, containerId))) out.push({ network: net, containerId, ifname });
+  for (const net of network ? [network] : namesIn(base)) {
+    for (const containerId of namesIn(join(base, net))) {
+      for (const ifname of namesIn(join(base, net, containerId))) out.push({ network: net, containerId, ifname });
     }
   }
   return out;
@@ -133,8 +175,9 @@ export function listPodAttachments(layout: PinLayout, network?: string): Attachm
 export function isPodAttached(hostIfindex: number): boolean {
   try {
     getLink({ ifindex: hostIfindex });
-  } catch {
-    return false;
+  } catch (e) {
+    if (isErrno(e, 'ENODEV')) return false; // the interface is gone
+    throw e;
   }
   const has = (d: Direction, name: string) => query(hostIfindex, d).some((h) => h.ours && h.name === name);
   return has('ingress', PROGRAMS.ingress) && has('egress', PROGRAMS.egress);

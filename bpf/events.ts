@@ -1,60 +1,42 @@
-// The TypeScript mirror of struct int_event (bpf/progs/int_types.h) and a decoder for the batches
-// the event reader hands over. A test checks every offset here against the object's BTF.
+// The kernel/user contract as TypeScript reads it: struct int_event (bpf/progs/int_types.h) and a
+// decoder for the batches the event reader hands over. Every offset, enum value and bound comes
+// from bpf/generated/layout.ts, which the build writes from the compiled object's BTF.
 //
 // A batch is one Buffer of records, each `[u32 LE size][size bytes]`, where the bytes are one
 // perf sample: struct int_event, then sample_len packet bytes, then perf's alignment padding.
 // EventView reads fields in place: nothing is allocated per event on the hot path.
+import { IntBound, IntCounter, IntEvent, IntEventFlag, IntEventType, IntTuple } from './generated/layout';
 
-export const EVENT_TRACE = 1;
-export const EVENT_DROP = 2;
+export { ConstName, IntMeta, MapName, ProgramName } from './generated/layout';
 
-export const F_TUNNEL = 0x01;
-export const F_INGRESS = 0x02;
-export const F_NAT = 0x04;
+export const EVENT_TRACE = IntEventType.INT_EVENT_TRACE;
+export const EVENT_DROP = IntEventType.INT_EVENT_DROP;
 
-/** Byte offsets of struct int_event and struct int_tuple; checked against BTF by a test. */
-export const EventLayout = {
-  size: 128,
-  type: 0,
-  flags: 1,
-  sampleLen: 2,
-  dropReason: 4,
-  igIfindex: 8,
-  egIfindex: 12,
-  pktLen: 16,
-  innerOffset: 20,
-  igTs: 24,
-  egTs: 32,
-  preNat: 40,
-  postNat: 80,
-  dropLocation: 120,
-} as const;
+export const F_TUNNEL = IntEventFlag.INT_F_TUNNEL;
+export const F_INGRESS = IntEventFlag.INT_F_INGRESS;
+export const F_NAT = IntEventFlag.INT_F_NAT;
 
-export const TupleLayout = {
-  size: 40,
-  saddr: 0,
-  daddr: 16,
-  sport: 32,
-  dport: 34,
-  proto: 36,
-  ipVersion: 37,
-  icmpType: 38,
-  icmpCode: 39,
-} as const;
+/** The load-time sample_bytes the programs accept (a drop event copies at least the minimum). */
+export const SAMPLE_BYTES_MIN = IntBound.INT_SAMPLE_MIN;
+export const SAMPLE_BYTES_MAX = IntBound.INT_SAMPLE_MAX;
+/** The programs' default max_hop_ns: older ingress metadata is another packet's. */
+export const MAX_HOP_NS = BigInt(IntBound.INT_MAX_HOP_MS) * 1_000_000n;
 
-/** Counter indices of the per-CPU array `int_counters`: enum int_counter, lower-cased, without INT_CNT_. */
-export const Counters = [
-  'ingress_pkts',
-  'egress_pkts',
-  'not_ip',
-  'events',
-  'events_lost',
-  'meta_miss',
-  'meta_stale',
-  'filtered',
-  'drops',
-] as const;
-export type CounterName = (typeof Counters)[number];
+/** Byte offsets of struct int_event and its size. */
+export const EventLayout = IntEvent;
+/** Byte offsets of struct int_tuple and its size. */
+export const TupleLayout = IntTuple;
+
+type CounterKey = Exclude<keyof typeof IntCounter, 'INT_CNT_MAX'>;
+type CounterNameOf<K> = K extends `INT_CNT_${infer R}` ? Lowercase<R> : never;
+/** A counter of the per-CPU array `int_counters`: enum int_counter, lower-cased, without INT_CNT_. */
+export type CounterName = CounterNameOf<CounterKey>;
+
+/** Counter names in index order. */
+export const Counters: readonly CounterName[] = (Object.entries(IntCounter) as [string, number][])
+  .filter(([k]) => k !== 'INT_CNT_MAX')
+  .sort((a, b) => a[1] - b[1])
+  .map(([k]) => k.slice('INT_CNT_'.length).toLowerCase() as CounterName);
 
 export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, SCTP: 132 } as const;
 

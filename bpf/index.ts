@@ -2,7 +2,9 @@
 // (TCX first, classic tc as the fallback), ask what is attached, read counters, read events.
 import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { defaultObjectPath, loadNative, type Native, type NativeBpfObject, type NativeTcFilter } from './native';
+import { defaultObjectPath, loadNative, type Native, type NativeBpfObject } from './native';
+import { NativeError, isErrno, nativeCall } from '../native/load';
+import { getLink, qdiscs, tcFilters } from '../netlink/index';
 import { Counters, EventView, type CounterName } from './events';
 import { PROGRAMS, type Direction } from './pins';
 
@@ -10,20 +12,9 @@ export * from './events';
 export * from './pins';
 export { defaultObjectPath } from './native';
 
-/** An error of a BPF or netlink operation: names the operation and the errno. */
-export class BpfError extends Error {
-  constructor(
-    message: string,
-    readonly op: string,
-    readonly errno: number,
-    readonly code: string,
-    /** the tail of libbpf's and the verifier's log, when the kernel refused a program */
-    readonly log?: string,
-  ) {
-    super(message);
-    this.name = 'BpfError';
-  }
-}
+/** An error of a BPF operation: names the operation and the errno (interface lookups on the
+ *  way throw the netlink module's NetlinkError; both are NativeErrors). */
+export class BpfError extends NativeError {}
 
 function native(): Native {
   return loadNative();
@@ -31,15 +22,7 @@ function native(): Native {
 
 /** Runs an addon call, turning its errors into BpfError. */
 function call<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    const err = e as Error & { op?: string; errno?: number; code?: string; log?: string };
-    if (err && typeof err.op === 'string' && typeof err.errno === 'number') {
-      throw new BpfError(err.message, err.op, err.errno, err.code ?? 'EUNKNOWN', err.log);
-    }
-    throw e;
-  }
+  return nativeCall(BpfError, fn);
 }
 
 function errnoError(op: string, code: string, errno: number, message: string): BpfError {
@@ -96,8 +79,11 @@ export function removeEmptyDirs(dir: string, stop: string): void {
     try {
       if (readdirSync(d).length > 0) return;
       rmdirSync(d);
-    } catch {
-      return;
+    } catch (e) {
+      // Removed, or filled again, by another process meanwhile: nothing more to remove.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTEMPTY') return;
+      throw e;
     }
   }
 }
@@ -337,7 +323,7 @@ function attachTcx(prog: Program, ifindex: number, direction: Direction, linkPin
     const fd = call(() => native().objGet(linkPin));
     try {
       const info = call(() => native().linkInfo(fd));
-      if (info.ifindex === ifindex && info.attachType === (direction === 'ingress' ? 46 : 47)) {
+      if (info.ifindex === ifindex && info.direction === direction) {
         if (info.progId !== prog.id) call(() => native().linkUpdate(fd, prog.fd));
         return { ifindex, direction, mode: 'tcx', progId: prog.id, linkId: info.id, linkPin };
       }
@@ -383,9 +369,9 @@ export function attach(prog: Program, ifindex: number, direction: Direction, opt
   const mode = opts.mode ?? 'auto';
   const prio = opts.tcPriority ?? TC_PRIORITY;
   const handle = opts.tcHandle ?? TC_HANDLE;
-  // Check the interface first: a TCX attach to a missing ifindex fails the same way, but tc
-  // would otherwise report a less clear netlink error.
-  call(() => native().linkGet({ ifindex }));
+  // Check the interface first (NetlinkError ENODEV): a TCX attach to a missing ifindex fails the
+  // same way, but tc would otherwise report a less clear netlink error.
+  getLink({ ifindex });
   if (mode === 'tc') return attachTc(prog, ifindex, direction, prio, handle, opts.clsactMarker);
   if (mode === 'tcx' || tcxSupported !== false) {
     try {
@@ -435,17 +421,16 @@ export function detach(a: Attachment): void {
     return;
   }
   const n = native();
-  let exists = true;
   try {
-    n.linkGet({ ifindex: a.ifindex });
-  } catch {
-    exists = false; // interface gone: its filters went with it
+    getLink({ ifindex: a.ifindex });
+  } catch (e) {
+    if (isErrno(e, 'ENODEV')) return; // interface gone: its filters went with it
+    throw e;
   }
-  if (!exists) return;
   call(() => n.tcDetach(a.ifindex, a.direction, a.tcPriority ?? TC_PRIORITY, a.tcHandle ?? TC_HANDLE));
   const ours = a.createdClsact || clsactCreated.has(a.ifindex) || (a.clsactMarker !== undefined && existsSync(a.clsactMarker));
   // Only a qdisc we created, and only once nobody (us included) has a filter on it any more.
-  if (ours && hasClsact(a.ifindex) && n.tcFilters(a.ifindex, 'ingress').length === 0 && n.tcFilters(a.ifindex, 'egress').length === 0) {
+  if (ours && hasClsact(a.ifindex) && tcFilters(a.ifindex, 'ingress').length === 0 && tcFilters(a.ifindex, 'egress').length === 0) {
     call(() => n.clsactDestroy(a.ifindex));
     clsactCreated.delete(a.ifindex);
     if (a.clsactMarker && existsSync(a.clsactMarker)) rmdirSync(a.clsactMarker);
@@ -453,7 +438,7 @@ export function detach(a: Attachment): void {
 }
 
 /** What a pinned TCX link points at. */
-export function pinnedLinkInfo(path: string): { id: number; progId: number; ifindex?: number; attachType?: number } {
+export function pinnedLinkInfo(path: string): { id: number; progId: number; ifindex?: number; direction?: Direction } {
   const fd = call(() => native().objGet(path));
   try {
     return call(() => native().linkInfo(fd));
@@ -494,16 +479,19 @@ export interface HookProgram {
 
 const OUR_NAMES = new Set<string>(Object.values(PROGRAMS));
 
+/** The name of a program by id; '' when it is gone meanwhile (its hook was emptied). */
 function progName(id: number): string {
+  let fd: number;
   try {
-    const fd = native().progFdById(id);
-    try {
-      return native().progInfo(fd).name;
-    } finally {
-      native().closeFd(fd);
-    }
-  } catch {
-    return '';
+    fd = call(() => native().progFdById(id));
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return '';
+    throw e;
+  }
+  try {
+    return call(() => native().progInfo(fd)).name;
+  } finally {
+    native().closeFd(fd);
   }
 }
 
@@ -513,19 +501,19 @@ function progName(id: number): string {
  */
 export function query(ifindex: number, direction: Direction): HookProgram[] {
   const n = native();
-  call(() => n.linkGet({ ifindex }));
+  getLink({ ifindex });
   const out: HookProgram[] = [];
   let tcx: { progIds: number[]; linkIds: number[] } = { progIds: [], linkIds: [] };
   try {
     tcx = call(() => n.tcxQuery(ifindex, direction));
   } catch (e) {
-    if (!(e instanceof BpfError && e.code === 'EINVAL')) throw e; // no TCX on this kernel
+    if (!isErrno(e, 'EINVAL')) throw e; // no TCX on this kernel
   }
   tcx.progIds.forEach((id, i) => {
     const name = progName(id);
     out.push({ mode: 'tcx', progId: id, linkId: tcx.linkIds[i] || undefined, name, ours: OUR_NAMES.has(name) });
   });
-  const filters: NativeTcFilter[] = call(() => n.tcFilters(ifindex, direction));
+  const filters = tcFilters(ifindex, direction);
   filters.sort((a, b) => a.priority - b.priority);
   for (const f of filters) {
     const name = f.name ?? '';
@@ -541,37 +529,7 @@ export function query(ifindex: number, direction: Direction): HookProgram[] {
 
 /** Does the interface have a clsact qdisc? */
 export function hasClsact(ifindex: number): boolean {
-  return call(() => native().qdiscs(ifindex)).some((q) => q.kind === 'clsact');
-}
-
-export interface LinkDetails {
-  ifindex: number; ifname: string; kind: string; up: boolean; peerIfindex?: number; peerNetnsId?: number;
-  master?: number; mac?: string;
-}
-
-/** A network interface by index or name, optionally inside another network namespace (a path). */
-export function getLink(spec: { ifindex: number } | { ifname: string }, netnsPath?: string): LinkDetails {
-  return call(() => native().linkGet(spec, netnsPath));
-}
-
-/** The output interface of this host's route to an IPv4/IPv6 address (RTA_OIF); undefined when unroutable. */
-export function routeOutputIfindex(ip: string): number | undefined {
-  return call(() => native().routeOutputIfindex(ip));
-}
-
-/** The MAC of the resolved neighbour entry of `ip` on the interface; undefined when there is none. */
-export function neighbourMac(ifindex: number, ip: string): string | undefined {
-  return call(() => native().neighbourMac(ifindex, ip));
-}
-
-/** Asks the kernel to resolve `ip` on the interface (ARP / neighbour solicitation); asynchronous. */
-export function neighbourProbe(ifindex: number, ip: string): void {
-  call(() => native().neighbourProbe(ifindex, ip));
-}
-
-/** The port of the bridge whose forwarding database holds the MAC; undefined when none does. */
-export function bridgePortOf(bridgeIfindex: number, mac: string): number | undefined {
-  return call(() => native().bridgePortOf(bridgeIfindex, mac));
+  return qdiscs(ifindex).some((q) => q.kind === 'clsact');
 }
 
 // --- events --------------------------------------------------------------------------------

@@ -1,8 +1,6 @@
-// Loads the native addon and gives its functions types. Nothing else in the project touches the
-// addon directly: bpf/index.ts wraps it in classes and BpfError, bpf/udp.ts its UDP sockets.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
+// Loads the bpf addon (libbpf work only) and gives its functions types. Nothing else in the
+// project touches the addon directly: bpf/index.ts wraps it in classes and BpfError.
+import { findBuilt, loadModule, type LoadedModule } from '../native/load';
 
 export interface NativeProgram { name: string; section: string; fd: number }
 export interface NativeMap {
@@ -24,21 +22,14 @@ export interface NativePerfReader {
   close(): void;
   stats(): { records: number; lost: number; batches: number; creditWaits: number; pollErrors: number };
 }
-export interface NativeLink {
-  ifindex: number; ifname: string; kind: string; up: boolean; peerIfindex?: number; peerNetnsId?: number;
-  master?: number; mac?: string;
-}
-export interface NativeTcFilter {
-  priority: number; protocol: number; handle: number; kind: string; progId?: number; name?: string; directAction?: boolean;
-}
-
 export interface Native {
   libbpfVersion(): string;
   objGet(path: string): number;
   objPin(fd: number, path: string): void;
   closeFd(fd: number): void;
   progInfo(fd: number): { id: number; name: string; tag: string; type: number; runTimeNs: bigint; runCount: bigint };
-  linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number; attachType?: number };
+  /** ifindex and direction: of a TCX link */
+  linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number; direction?: 'ingress' | 'egress' };
   progFdById(id: number): number;
   linkFdById(id: number): number;
   enableStats(): number;
@@ -58,54 +49,30 @@ export interface Native {
   tcAttach(progFd: number, ifindex: number, direction: string, priority: number, handle: number): { progId: number; createdClsact: boolean };
   tcDetach(ifindex: number, direction: string, priority: number, handle: number): boolean;
   clsactDestroy(ifindex: number): void;
-  linkGet(spec: { ifindex: number } | { ifname: string }, netns?: string): NativeLink;
-  qdiscs(ifindex: number): { kind: string; handle: number; parent: number }[];
-  tcFilters(ifindex: number, direction: string): NativeTcFilter[];
-  /** RTA_OIF of the route to an IPv4/IPv6 address; undefined without a route */
-  routeOutputIfindex(ip: string): number | undefined;
-  /** the resolved MAC of a neighbour entry (ifindex, ip); undefined when none */
-  neighbourMac(ifindex: number, ip: string): string | undefined;
-  /** starts resolution of a neighbour (RTM_NEWNEIGH with NTF_USE) */
-  neighbourProbe(ifindex: number, ip: string): void;
-  /** the port of a bridge whose FDB holds the MAC; undefined when none */
-  bridgePortOf(bridgeIfindex: number, mac: string): number | undefined;
   PerfReader: new (
     mapFd: number,
     opts: { pageCount: number; watermarkBytes: number; batchBytes: number; flushMs: number },
     onBatch: (batch: Buffer, records: number, lost: number) => void,
   ) => NativePerfReader;
-  /** fd of a non-blocking UDP socket connected to an IP literal; sendBufferBytes 0 = default */
-  udpOpen(address: string, port: number, sendBufferBytes: number): number;
-  /** sendmmsg of ring slots first.. (count, wrapping; same-length runs <= segmentMax as GSO): reports sent, or -errno */
-  udpSendBatch(fd: number, memory: Buffer, lengths: Uint32Array, slotSize: number, first: number, count: number, segmentMax: number): number;
 }
 
 const ADDON_FILE = 'int_host_reporter.node';
 const OBJECT_FILE = 'datapath.bpf.o';
 
-/** Beside the bundle (dist/), or in build/ when running from source. */
-function findBuilt(file: string, buildSubdir: string, envVar: string): string {
-  const fromEnv = process.env[envVar];
-  const candidates = [
-    ...(fromEnv ? [fromEnv] : []),
-    join(__dirname, file),
-    join(__dirname, '..', 'build', buildSubdir, file),
-  ];
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) {
-    throw new Error(`${file} not found (looked in ${candidates.join(', ')}); run "node build.mjs" first`);
-  }
-  return found;
-}
-
-let native: Native | undefined;
+let addon: LoadedModule<Native> | undefined;
 
 export function loadNative(): Native {
-  if (!native) native = createRequire(__filename)(findBuilt(ADDON_FILE, 'addon/Release', 'INT_HOST_REPORTER_ADDON')) as Native;
-  return native;
+  addon ??= loadModule<Native>(ADDON_FILE);
+  return addon.module;
+}
+
+/** Where the addon was loaded from (the plugin's preflight checks it is its own build dir). */
+export function nativePath(): string {
+  loadNative();
+  return addon!.path;
 }
 
 /** Path of the compiled datapath object. */
 export function defaultObjectPath(): string {
-  return findBuilt(OBJECT_FILE, 'bpf', 'INT_HOST_REPORTER_BPF_OBJECT');
+  return findBuilt(OBJECT_FILE, 'bpf');
 }

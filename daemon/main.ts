@@ -7,6 +7,8 @@
 //   int-host-reporter mount-bpffs [DIR]      mount bpffs on DIR if none is there (the DaemonSet's init container)
 // Each command loads only what it needs: the agent's modules (the Kubernetes client above all) cost
 // a short-lived command, such as the init container's mount-bpffs, time and memory.
+// The daemon is composed here: the agent, and the local API over it (api/ and agent/ do not import
+// each other).
 import type { Agent } from './agent/agent';
 
 const CLI_COMMANDS = new Set(['status', 'pods', 'pod', 'topology', 'watchlist']);
@@ -28,9 +30,18 @@ async function runDaemon(argv: string[]): Promise<number> {
     throw e;
   }
   let agent: Agent;
+  let closeApi: () => Promise<void>;
   try {
-    const { Agent } = await import('./agent/agent');
-    agent = await Agent.start(config, { reconcileIntervalMs: Number(process.env.INT_HOST_REPORTER_RECONCILE_MS) || undefined });
+    const [{ Agent }, { apiRoutes }, { serveApi }] = await Promise.all([
+      import('./agent/agent'), import('./api/routes'), import('./api/server'),
+    ]);
+    agent = await Agent.start(config);
+    try {
+      closeApi = await serveApi(config, apiRoutes(agent));
+    } catch (e) {
+      await agent.stop();
+      throw e;
+    }
   } catch (e) {
     process.stderr.write(`int-host-reporter: cannot start: ${(e as Error).message}\n`);
     return 1;
@@ -40,6 +51,7 @@ async function runDaemon(argv: string[]): Promise<number> {
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  await closeApi();
   await agent.stop();
   return 0;
 }

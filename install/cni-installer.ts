@@ -43,6 +43,8 @@ import {
 import { basename, dirname, join } from 'node:path';
 import { LATEST_VERSION as LATEST_CNI_VERSION, SUPPORTED_VERSIONS as PLUGIN_CNI_VERSIONS } from '../plugin/result';
 import { arrayElements, leadingWs, lineIndent, topLevelValue } from './json-splice';
+import { errnoCode } from '../protocol/errno';
+import { processAlive } from '../protocol/process';
 
 export const PLUGIN_TYPE = 'int-host-reporter';
 /** The file the runtime execs: the launcher. */
@@ -51,7 +53,7 @@ export const PLUGIN_LAUNCHER = 'int-host-reporter';
 export const PLUGIN_DIR = 'int-host-reporter.d';
 export const CURRENT_LINK = 'current';
 /** What a build dir must hold (its lib/ holds more: the loader is the one the launcher execs). */
-export const BUILD_FILES = ['node', 'plugin.cjs', 'int_host_reporter.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2'] as const;
+export const BUILD_FILES = ['node', 'plugin.cjs', 'int_host_reporter.node', 'int_host_reporter_netlink.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2'] as const;
 /** The previous layout's files beside a `#!/usr/bin/env node` launcher; ours, removed on upgrade. */
 export const OLD_LAYOUT_FILES = ['int_host_reporter.node', 'datapath.bpf.o'] as const;
 export const SHADOW_SUFFIX = '-int-host-reporter.conflist';
@@ -405,8 +407,9 @@ function fsyncDir(dir: string): void {
   try {
     fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     fsyncSync(fd);
-  } catch {
-    /* best effort: some filesystems refuse fsync on a directory */
+  } catch (err) {
+    // best effort: some filesystems refuse fsync on a directory
+    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP'].includes(errnoCode(err) ?? '')) throw err;
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
@@ -448,8 +451,8 @@ export function writeFileAtomic(path: string, data: string | Buffer, opts: Atomi
   } catch (err) {
     try {
       unlinkSync(tmp);
-    } catch {
-      /* already renamed or never created */
+    } catch (unlinkErr) {
+      if (errnoCode(unlinkErr) !== 'ENOENT') throw unlinkErr; // ENOENT: already renamed or never created
     }
     throw err;
   }
@@ -462,8 +465,9 @@ export function removeStaleTemps(dir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
-  } catch {
-    return removed;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return removed;
+    throw err;
   }
   for (const name of names) {
     const i = name.lastIndexOf(TMP_MARK);
@@ -475,15 +479,6 @@ export function removeStaleTemps(dir: string): string[] {
     removed.push(name);
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 // --- plugin files: the self-contained layout ---------------------------------------------
@@ -627,7 +622,8 @@ function repairTree(src: string, dst: string, rel = ''): string[] {
     let have;
     try {
       have = lstatSync(to);
-    } catch {
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
       have = undefined;
     }
     if (e.isSymbolicLink()) {
@@ -670,8 +666,10 @@ export function elfMachineProblem(path: string): string | undefined {
   try {
     fd = openSync(path, constants.O_RDONLY);
     if (readSync(fd, head, 0, 20, 0) < 20) return undefined;
-  } catch {
-    return undefined;
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'EISDIR') return undefined; // nothing to run there
+    return `cannot read ${path}: ${(err as Error).message}`;
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
@@ -725,8 +723,8 @@ export function preflight(launcher: string, timeoutMs = DEFAULT_PREFLIGHT_TIMEOU
     let buildDir = join(dirname(launcher), PLUGIN_DIR, CURRENT_LINK);
     try {
       buildDir = realpathSync(buildDir);
-    } catch {
-      /* no build: the launcher alone is checked */
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err; // ENOENT: no build, the launcher alone is checked
     }
     const libDir = join(buildDir, 'lib');
     const elf = [launcher, join(buildDir, 'node'), ...(existsSync(libDir) ? readdirSync(libDir).map((f) => join(libDir, f)) : [])]
@@ -738,8 +736,9 @@ export function preflight(launcher: string, timeoutMs = DEFAULT_PREFLIGHT_TIMEOU
   if (version.problem) return failed(version.problem);
   let supported: unknown;
   try {
-    supported = (JSON.parse(version.stdout) as JsonObject).supportedVersions;
-  } catch {
+    supported = (JSON.parse(version.stdout) as JsonObject | null)?.supportedVersions;
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
     return failed(`CNI_COMMAND=VERSION printed no JSON: ${JSON.stringify(tail(version.stdout, 200))}`);
   }
   const lacking = Array.isArray(supported) ? PLUGIN_CNI_VERSIONS.filter((v) => !supported.includes(v)) : PLUGIN_CNI_VERSIONS;
@@ -749,8 +748,9 @@ export function preflight(launcher: string, timeoutMs = DEFAULT_PREFLIGHT_TIMEOU
   let report: { ok?: unknown; checks?: { name?: unknown; ok?: unknown; message?: unknown }[] } | undefined;
   try {
     report = JSON.parse(self.stdout.trim().split('\n').at(-1) ?? '') as typeof report;
-  } catch {
-    report = undefined;
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    report = undefined; // no report: the exit status and stderr below say what happened
   }
   if (report && Array.isArray(report.checks) && (report.ok !== true || self.problem)) {
     const bad = report.checks.filter((c) => c.ok !== true).map((c) => `${String(c.name)}: ${String(c.message)}`);
@@ -901,8 +901,9 @@ function removeOldBuilds(binDir: string, sourceBuild: string, graceMs: number, l
 function rmIfExists(path: string): boolean {
   try {
     lstatSync(path);
-  } catch {
-    return false;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
   }
   rmSync(path, { recursive: true, force: true });
   return true;
@@ -977,13 +978,15 @@ function fileMeta(path: string): { mode: number; uid: number; gid: number } {
 function isOurShadow(dir: string, name: string): boolean {
   const text = readOrNull(join(dir, name));
   if (text === null) return false;
+  let json: JsonObject | null;
   try {
-    const json = JSON.parse(text) as JsonObject;
-    const plugins = json.plugins;
-    return Array.isArray(plugins) && plugins.length > 0 && isOurs(plugins[plugins.length - 1]);
-  } catch {
-    return false;
+    json = JSON.parse(text) as JsonObject | null;
+  } catch (err) {
+    if (err instanceof SyntaxError) return false; // not JSON: not a list we wrote
+    throw err;
   }
+  const plugins = json?.plugins;
+  return Array.isArray(plugins) && plugins.length > 0 && isOurs(plugins[plugins.length - 1]);
 }
 
 function removeShadows(dir: string, keep?: string): string[] {
@@ -1141,8 +1144,9 @@ export function uninstall(opts: Pick<InstallerOptions, 'confDir' | 'binDir' | 'l
       if (text === null) break;
       let plugins: unknown;
       try {
-        plugins = (JSON.parse(text) as JsonObject).plugins;
-      } catch {
+        plugins = (JSON.parse(text) as JsonObject | null)?.plugins;
+      } catch (err) {
+        if (!(err instanceof SyntaxError)) throw err;
         break; // not JSON: cannot hold an entry of ours that a runtime would run
       }
       if (!Array.isArray(plugins) || !plugins.some(isOurs)) break;
@@ -1304,15 +1308,18 @@ export async function watch(opts: InstallerOptions & LoopOptions & WatchEvents, 
       const msg = (err as Error).message;
       if (msg !== lastError) log.error({ err: msg }, 'CNI install pass failed; will retry');
       lastError = msg;
-      status.set('error', msg, null, installedBuildOrNull(opts.binDir));
+      status.set('error', msg, null, installedBuildOrNull(opts.binDir, log));
     }
   }, signal, opts, log);
 }
 
-function installedBuildOrNull(binDir: string): string | null {
+/** The installed build for the error status. Fails open: the pass's own error is what the status
+ *  reports, a second one from the same broken bin dir is only logged. */
+function installedBuildOrNull(binDir: string, log: Log): string | null {
   try {
     return installedBuild(binDir);
-  } catch {
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'cannot read the installed plugin build for the status');
     return null;
   }
 }

@@ -3,7 +3,7 @@
 // cleanup DaemonSet that removes it from the nodes (`manifests --uninstall`, install/uninstall.yaml).
 // The reasons for each privilege are written into the YAML as comments, next to the field.
 import { Document, isMap, isScalar, type YAMLMap } from 'yaml';
-import { DEFAULT_SOCKET_PATH } from '../daemon/api/protocol';
+import { DEFAULT_SOCKET_PATH } from '../protocol/endpoints';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_PLUGIN_SOURCE } from './cni-installer';
 
 export interface ManifestOptions {

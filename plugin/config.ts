@@ -1,7 +1,7 @@
 // The request: CNI_* environment and the stdin network configuration, validated by hand (the
 // plugin runs once per pod, so no schema compiler at start-up) with errors that name the field.
 import { DEFAULT_BPFFS_ROOT } from '../bpf/pins';
-import { DEFAULT_SOCKET_PATH, DEFAULT_SPOOL_DIR } from '../daemon/api/protocol';
+import { DEFAULT_SOCKET_PATH, DEFAULT_SPOOL_DIR } from '../protocol/endpoints';
 import {
   CniError, ERR_DECODING, ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, ERR_INVALID_ENV, ERR_UNSUPPORTED_FIELD,
 } from './errors';

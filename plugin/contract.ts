@@ -10,7 +10,7 @@
 // - STATUS: with failurePolicy open the plugin can always serve ADD, so it exits 0 without
 //   probing; with closed it answers code 50 when nothing accepts connections on the daemon socket.
 // - CHECK reports what it finds whatever the policy: it is diagnostic, not on the pod's path.
-import type { AttachmentNotice } from '../daemon/api/protocol';
+import type { AttachmentNotice } from '../protocol/notice';
 import {
   commandFromEnv, type CniEnv, parseConfig, parseEnv, parseStdin, type PluginConfig, podIdentity,
 } from './config';
@@ -26,7 +26,7 @@ import {
   type CniVersion, hostInterfaceNames, isObject, isSupportedVersion, type JsonObject, LATEST_VERSION, podIps,
   resultAsVersion, SUPPORTED_VERSIONS, validatePrevResult, versionAtLeast,
 } from './result';
-import { readSpool, removeSpoolEntry, writeSpoolRecord, type SpoolOp } from './spool';
+import { readSpool, removeSpoolEntry, writeSpoolRecord, type SpoolOp } from '../protocol/spool';
 
 export interface PluginRequest {
   env: NodeJS.ProcessEnv;
@@ -84,8 +84,9 @@ function cmdVersion(stdin: string): PluginOutcome {
   let asked: unknown;
   try {
     asked = (JSON.parse(stdin) as JsonObject | null)?.cniVersion;
-  } catch {
-    asked = undefined;
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    asked = undefined; // not JSON: answer in the latest version
   }
   const cniVersion = typeof asked === 'string' && asked !== '' ? asked : LATEST_VERSION;
   return success(JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS }) + '\n');

@@ -1,7 +1,7 @@
 // The real datapath: host-veth discovery in the pod netns and TCX/tc attach through bpf/.
 // main.ts loads this module lazily, only when a verb needs the datapath.
 import { existsSync } from 'node:fs';
-import { getLink } from '../bpf/index';
+import { getLink } from '../netlink/index';
 import { PinLayout } from '../bpf/pins';
 import { attachPod, closePrograms, detachPod, isPodAttached, listPodAttachments, pinnedPrograms } from '../bpf/attachments';
 import type { AttachmentKey, Attached, DatapathOptions, HostVeth, PluginDatapath } from './datapath';

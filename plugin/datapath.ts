@@ -1,5 +1,5 @@
-// What the CNI contract needs from the datapath. The real implementation (plugin/datapath-bpf.ts)
-// enters the pod netns and drives bpf/; contract tests use a file-backed fake (datapath-fake.ts).
+// What the CNI contract needs from the datapath. The implementation (plugin/datapath-bpf.ts)
+// enters the pod netns and drives bpf/; the contract tests run it against real namespaces.
 // Methods may be synchronous or return a promise; the contract awaits both.
 
 export interface AttachmentKey {

@@ -3,13 +3,10 @@
 import { readSync, writeSync } from 'node:fs';
 import { runPlugin } from './contract';
 import type { DatapathOptions, PluginDatapath } from './datapath';
-import { createFakeDatapath, FAKE_DATAPATH_ENV } from './datapath-fake';
 import { CniError, ERR_IO, errorJson } from './errors';
 import { LATEST_VERSION } from './result';
 
 async function openDatapath(options: DatapathOptions): Promise<PluginDatapath> {
-  const fakeState = process.env[FAKE_DATAPATH_ENV];
-  if (fakeState) return createFakeDatapath(fakeState); // contract tests only
   // Loaded lazily: VERSION, STATUS and config errors never pay for the native addon.
   const { createBpfDatapath } = await import('./datapath-bpf');
   return createBpfDatapath(options);

@@ -1,14 +1,10 @@
 // The notify client: HTTP/1.1 + JSON over the daemon's unix socket, spoken directly on node:net
 // (see call() for why). Every call has a hard total budget and resolves to ok/error; nothing here throws, so ADD/DEL can always fail open.
 import type * as Net from 'node:net';
-import type { AttachmentNotice } from '../daemon/api/protocol';
-import type { AttachmentKey } from './datapath';
+import { attachmentQueryTarget, CNI_ADD_PATH, CNI_ATTACHMENT_PATH, CNI_DEL_PATH } from '../protocol/endpoints';
+import type { AttachmentKey, AttachmentNotice } from '../protocol/notice';
 
 export const NOTIFY_BUDGET_MS = 1000;
-export const CNI_ADD_PATH = '/v1/cni/add';
-export const CNI_DEL_PATH = '/v1/cni/del';
-/** CHECK with checkDaemon: GET ?network=&containerId=&ifname= answers 200 (known) or 404 (unknown). */
-export const CNI_ATTACHMENT_PATH = '/v1/cni/attachment';
 
 // node:net is loaded on first use: VERSION, STATUS (failurePolicy open) and rejected requests
 // never talk to the daemon, so they do not pay for it (a plain require: the bundle and tsx are CJS).
@@ -33,8 +29,7 @@ export function notifyDaemon(
 export type KnownResult = { ok: true; known: boolean } | { ok: false; error: string };
 
 export async function queryAttachment(socketPath: string, key: AttachmentKey, budgetMs = NOTIFY_BUDGET_MS): Promise<KnownResult> {
-  const query = new URLSearchParams({ network: key.network, containerId: key.containerId, ifname: key.ifname });
-  const res = await call(socketPath, 'GET', `${CNI_ATTACHMENT_PATH}?${query}`, undefined, budgetMs);
+  const res = await call(socketPath, 'GET', attachmentQueryTarget(key), undefined, budgetMs);
   if (!res.ok) return res;
   if (res.status === 200) return { ok: true, known: true };
   if (res.status === 404) return { ok: true, known: false };

@@ -1,11 +1,13 @@
 // `int-host-reporter --preflight`: can this plugin, as installed, do its work on this host? The
 // installer runs it before chaining us (a plugin that cannot start fails every pod of the node,
-// and fail-open cannot help there). It loads what ADD loads (the addon, every shared library it
-// needs) and opens the BPF object without loading it into the kernel, then prints one JSON line
-// and exits 0 (all checks passed) or 1. main.ts imports this module only for that flag.
+// and fail-open cannot help there). It loads what ADD loads (the bpf and netlink native modules,
+// every shared library they need) and opens the BPF object without loading it into the kernel,
+// then prints one JSON line and exits 0 (all checks passed) or 1. main.ts imports this module
+// only for that flag.
 import { readFileSync, realpathSync, existsSync, writeSync } from 'node:fs';
-import { basename, join, sep } from 'node:path';
-import { defaultObjectPath, loadNative, type Native } from '../bpf/native';
+import { basename, dirname, join, sep } from 'node:path';
+import { defaultObjectPath, loadNative, nativePath, type Native } from '../bpf/native';
+import { netlinkModulePath } from '../netlink/index';
 import { PROGRAMS } from '../bpf/pins';
 
 export interface PreflightCheck {
@@ -57,9 +59,15 @@ export function runPreflight(dir: string = __dirname): PreflightReport {
   }));
 
   let native: Native | undefined;
+  // Both native modules ADD loads, each from this build dir: a copy found elsewhere (a source
+  // checkout's build/) would hide a file missing from the build.
   checks.push(check('addon', () => {
-    native = loadNative();
-    return `loaded, libbpf ${native.libbpfVersion()}`;
+    const loaded = loadNative();
+    const paths = [nativePath(), netlinkModulePath()];
+    const foreign = paths.filter((p) => dirname(realpathSync(p)) !== real);
+    if (foreign.length) throw new Error(`loaded from outside ${real}: ${foreign.join(', ')}`);
+    native = loaded;
+    return `loaded ${paths.map((p) => basename(p)).join(' and ')}, libbpf ${loaded.libbpfVersion()}`;
   }));
 
   checks.push(check('bpf-object', () => {

@@ -24,11 +24,12 @@ registry=${registry%/}
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -s "$ca" ] || ca=
 
-# The versions of the libraries build.mjs rebuilds from Debian sources, as installed here: the
-# image builds them from the same sources as this checkout does (the build stage would otherwise
-# take the archive's newest, whose source a partial mirror may not serve).
+# The versions of the libraries build.mjs rebuilds from the installed Debian versions' sources
+# (libelf, zlib; libbpf's version is pinned in build.mjs): the image builds them from the same
+# sources as this checkout does (the build stage would otherwise take the archive's newest, whose
+# source a partial mirror may not serve).
 pins=$(dpkg-query -W -f='${db:Status-Status} ${Package}=${Version}\n' \
-  libbpf1 libbpf-dev libelf1 libelf-dev zlib1g zlib1g-dev 2>/dev/null | sed -n 's/^installed //p' | tr '\n' ' ')
+  libelf1 libelf-dev zlib1g zlib1g-dev 2>/dev/null | sed -n 's/^installed //p' | tr '\n' ' ')
 
 old=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 start=$(date +%s)

@@ -28,6 +28,12 @@ if (files.length === 0) {
   console.error(`tests: no test files in ${groups.join(', ')}`);
   process.exit(1);
 }
+// The BPF objects the tests load are built here, not by the product build.
+const built = spawnSync(process.execPath, [join(root, 'test', 'bpf', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+if (built.status !== 0) {
+  console.error('tests: building the test BPF objects (test/bpf/build.mjs) failed');
+  process.exit(1);
+}
 const nodeArgs = ['--import', 'tsx', '--test', '--test-concurrency=1'];
 if (pattern) nodeArgs.push('--test-name-pattern', pattern);
 const r = spawnSync(process.execPath, [...nodeArgs, ...files], { cwd: root, stdio: 'inherit' });

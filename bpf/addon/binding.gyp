@@ -6,8 +6,8 @@
   },
   "targets": [{
     "target_name": "int_host_reporter",
-    "sources": ["src/addon.cc", "src/object.cc", "src/attach.cc", "src/netlink.cc", "src/reader.cc", "src/udp.cc"],
-    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<(libbpf_dir)/include"],
+    "sources": ["src/addon.cc", "src/object.cc", "src/attach.cc", "src/reader.cc"],
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<(libbpf_dir)/include", "../../native"],
     "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wno-missing-field-initializers"],
     "cflags_cc!": ["-fno-exceptions"],

@@ -3,13 +3,21 @@
  * Drops: the kfree_skb tracepoint fires when the kernel frees a packet as dropped, with the
  * reason. When that packet was seen at an ingress hook (its packet key is in int_meta), we emit
  * a drop event with the ingress metadata, the kernel's reason, and the packet's first bytes.
- * Runs for every dropped skb on the node, so it reads only what it needs.
+ * Runs for every dropped skb on the node, so it reads only what it needs. The program itself is
+ * here, as the drop concern's entry point; datapath.bpf.c includes it so that it shares the maps of
+ * the TC programs (one object: int_meta is per CPU, and a drop happens on the CPU that had the packet).
  */
 #ifndef INT_DROPS_H
 #define INT_DROPS_H
 
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "int_types.h"
+#include "config.h"
+#include "maps.h"
+#include "meta.h"
 #include "parse.h"
 
 /* Just the fields we read; CO-RE relocates them to the running kernel's layout. */
@@ -27,19 +35,12 @@ struct sk_buff {
 	__be16 protocol;
 } __attribute__((preserve_access_index));
 
-#define DROP_SAMPLE_MAX 256
-
-struct drop_record {
-	struct int_event ev;
-	__u8 sample[DROP_SAMPLE_MAX];
-};
-
 /* The event plus its sample is larger than the BPF stack: build it in a per-CPU slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct drop_record);
+	__type(value, struct int_drop_record);
 } int_drop_scratch SEC(".maps");
 
 /* Reads the packet's L3/L4 headers from kernel memory into t and computes its packet key. */
@@ -53,11 +54,7 @@ static __always_inline int drop_parse(unsigned char *nh, __be16 l3proto, struct 
 		struct iphdr ip;
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) < 0 || ip.ihl < 5)
 			return -1;
-		t->ip_version = 4;
-		t->proto = ip.protocol;
-		__builtin_memcpy(t->saddr, &ip.saddr, 4);
-		__builtin_memcpy(t->daddr, &ip.daddr, 4);
-		k.hi = key_ipv4(ip.id, ip.tot_len);
+		tuple_from_ipv4(&ip, t, &k);
 		if (ip.frag_off & bpf_htons(0x1fff)) {
 			*key = key_final(&k, t->proto);
 			return 0;
@@ -67,31 +64,17 @@ static __always_inline int drop_parse(unsigned char *nh, __be16 l3proto, struct 
 		struct ipv6hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh) < 0)
 			return -1;
-		t->ip_version = 6;
+		tuple_from_ipv6(&ip6, t, &k);
 		t->proto = ip6.nexthdr; /* extension headers are not walked here */
-		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
-		k.hi = key_ipv6(ip6.payload_len, ip6.flow_lbl[0], ip6.flow_lbl[1], ip6.flow_lbl[2]);
 		l4 = nh + sizeof(ip6);
 	} else {
 		return -1;
 	}
 
 	__u8 p = t->proto;
-	if (p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_SCTP || p == IPPROTO_ICMP || p == IPPROTO_ICMPV6) {
-		if (bpf_probe_read_kernel(first, sizeof(first), l4) == 0) {
-			__u32 w0 = *(__u32 *)first, w1 = *(__u32 *)(first + 4), w2 = *(__u32 *)(first + 8);
-			if (p == IPPROTO_ICMP || p == IPPROTO_ICMPV6) {
-				t->icmp_type = first[0];
-				t->icmp_code = first[1];
-				if (first[0] == 8 || first[0] == 0 || first[0] == 128 || first[0] == 129)
-					t->sport = (__u16)w1;
-			} else {
-				t->sport = (__u16)w0;
-				t->dport = (__u16)(w0 >> 16);
-			}
-			k.lo = key_l4(p, t->icmp_type, w1, w2);
-		}
+	if (!l4_unknown(p) && bpf_probe_read_kernel(first, sizeof(first), l4) == 0) {
+		struct cursor c = { .pos = first, .end = first + sizeof(first), .start = first };
+		parse_l4(&c, t, &k);
 	}
 	*key = key_final(&k, p);
 	return 0;
@@ -109,7 +92,7 @@ int int_kfree_skb(unsigned long long *ctx)
 	__u16 mac_off = BPF_CORE_READ(skb, mac_header);
 	__be16 l3proto = BPF_CORE_READ(skb, protocol);
 
-	struct drop_record *rec = bpf_map_lookup_elem(&int_drop_scratch, &zero);
+	struct int_drop_record *rec = bpf_map_lookup_elem(&int_drop_scratch, &zero);
 	if (!rec)
 		return 0;
 	struct int_event *ev = &rec->ev;
@@ -140,9 +123,9 @@ int int_kfree_skb(unsigned long long *ctx)
 
 	/* The sample starts at the Ethernet header when the skb still has one; otherwise an
 	 * all-zero Ethernet header with the right EtherType stands in front of the IP header. */
-	__u32 cap = sample_bytes < DROP_SAMPLE_MAX ? sample_bytes : DROP_SAMPLE_MAX;
-	if (cap < 64)
-		cap = 64;
+	__u32 cap = sample_bytes < INT_SAMPLE_MAX ? sample_bytes : INT_SAMPLE_MAX;
+	if (cap < INT_SAMPLE_MIN)
+		cap = INT_SAMPLE_MIN;
 	bool has_mac = mac_off != (__u16)~0 && mac_off + 14 == nh_off;
 	if (has_mac) {
 		if (bpf_probe_read_kernel(rec->sample, cap, head + mac_off) < 0)
@@ -160,8 +143,8 @@ int int_kfree_skb(unsigned long long *ctx)
 	__u32 n = cap;
 	if (from_l2 > 0 && from_l2 < n)
 		n = from_l2;
-	if (n > DROP_SAMPLE_MAX)
-		n = DROP_SAMPLE_MAX;
+	if (n > INT_SAMPLE_MAX)
+		n = INT_SAMPLE_MAX;
 	ev->sample_len = n;
 	long err = bpf_perf_event_output(ctx, &int_events, BPF_F_CURRENT_CPU, rec, sizeof(struct int_event) + n);
 	count(err ? INT_CNT_EVENTS_LOST : INT_CNT_DROPS);

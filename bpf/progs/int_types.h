@@ -1,20 +1,39 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The one definition of everything the kernel programs and user space share: the event record,
- * the per-packet metadata, the flow-filter state and the counter indices. bpf/events.ts mirrors
- * the event; test/unit/btf-layout.test.ts checks that mirror against this object's BTF.
+ * the per-packet metadata, the flow-filter state, the counter indices, flags and bounds. The build
+ * writes bpf/generated/layout.ts from the compiled object's BTF (bpf/gen-layout.mjs); user space
+ * reads every offset, enum and bound from there.
  * Every struct is laid out by hand without holes, so natural alignment is the packed layout.
  */
 #ifndef INT_TYPES_H
 #define INT_TYPES_H
 
-#define INT_EVENT_TRACE 1 /* a packet crossed the node: ingress hook, then egress hook */
-#define INT_EVENT_DROP  2 /* a packet seen at ingress was freed by the kernel as a drop */
+#include <linux/types.h>
+
+/* Enums rather than #defines so that the object's BTF carries them: bpf/gen-layout.mjs turns
+ * every enum here into TypeScript constants. */
+enum int_event_type {
+	INT_EVENT_TRACE = 1, /* a packet crossed the node: ingress hook, then egress hook */
+	INT_EVENT_DROP  = 2, /* a packet seen at ingress was freed by the kernel as a drop */
+};
 
 /* int_event.flags */
-#define INT_F_TUNNEL      0x01 /* tuples are of the packet inside VXLAN/Geneve; inner_offset is set */
-#define INT_F_INGRESS     0x02 /* ingress metadata was found: ig_* and pre_nat are valid */
-#define INT_F_NAT         0x04 /* pre_nat differs from post_nat */
+enum int_event_flag {
+	INT_F_TUNNEL  = 0x01, /* tuples are of the packet inside VXLAN/Geneve; inner_offset is set */
+	INT_F_INGRESS = 0x02, /* ingress metadata was found: ig_* and pre_nat are valid */
+	INT_F_NAT     = 0x04, /* pre_nat differs from post_nat */
+};
+
+/* Bounds the kernel programs and user space agree on. */
+enum int_bound {
+	INT_SAMPLE_MIN      = 64,   /* sample_bytes: a drop event copies at least this much */
+	INT_SAMPLE_MAX      = 256,  /* sample_bytes: at most this much (the drop record's buffer) */
+	INT_MAX_HOP_MS      = 2000, /* default max_hop_ns, and the age at which user space calls an
+				     * unmatched ingress record a drop (daemon/agent/aging.ts) */
+	INT_META_SLOTS      = 64,   /* in-flight table: slots per CPU (a power of two) */
+	INT_FLOW_SLOTS_LOG2 = 16,   /* flow filter: log2 of its slots */
+};
 
 /* A 5-tuple, IPv4 or IPv6. Addresses and ports are in network byte order, as on the wire.
  * IPv4 addresses sit in the first 4 bytes, the other 12 are zero. For ICMP/ICMPv6, sport is the
@@ -34,8 +53,8 @@ struct int_tuple {
  * sample_len bytes of the packet follow it in the same perf record, starting at the outermost
  * Ethernet header as the packet was at egress (for drops: as it was when freed). */
 struct int_event {
-	__u8  type;          /* INT_EVENT_* */
-	__u8  flags;         /* INT_F_* */
+	__u8  type;          /* enum int_event_type */
+	__u8  flags;         /* enum int_event_flag */
 	__u16 sample_len;    /* packet bytes that follow this struct */
 	__u32 drop_reason;   /* kernel enum skb_drop_reason (0 for traces); names come from kernel BTF */
 	__u32 ig_ifindex;
@@ -87,6 +106,12 @@ enum int_counter {
 	INT_CNT_FILTERED,          /* egress packets the flow filter suppressed */
 	INT_CNT_DROPS,             /* drop events for packets seen at ingress */
 	INT_CNT_MAX,
+};
+
+/* A drop event as the drop program writes it: the event, then up to INT_SAMPLE_MAX packet bytes. */
+struct int_drop_record {
+	struct int_event ev;
+	__u8 sample[INT_SAMPLE_MAX];
 };
 
 #endif /* INT_TYPES_H */

@@ -4,15 +4,19 @@
  * extension headers, TCP/UDP/SCTP ports, ICMP/ICMPv6 type/code/id, and on the data interface the
  * packet inside VXLAN or Geneve. Reads only the linear part (direct packet access): headers of
  * packets at the TC hooks are linear; anything else is passed on untouched and counted.
+ * The drop program (drops.h) reads headers from kernel memory instead, and shares with this
+ * file what turns header fields into a tuple and a packet key (tuple_from_*, parse_l4).
  */
 #ifndef INT_PARSE_H
 #define INT_PARSE_H
 
 #include <stdbool.h>
+#include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
+#include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "int_types.h"
 
@@ -118,15 +122,25 @@ static __always_inline __u64 key_final(const struct pkt_key *k, __u8 proto)
 	return (((__u64)k->hi << 32) | k->lo) ^ ((__u64)proto << 56);
 }
 
-/* Ports / ICMP fields from the L4 header at c->pos. One bounds check and one copy for every
- * protocol keeps the verifier's state count low. */
+/* Protocols whose L4 header we do not read: the tuple has their addresses only. */
+static __always_inline int l4_unknown(__u8 p)
+{
+	return p != IPPROTO_TCP && p != IPPROTO_UDP && p != IPPROTO_SCTP && p != IPPROTO_ICMP &&
+	       p != IPPROTO_ICMPV6;
+}
+
+/*
+ * Ports / ICMP fields of t and the L4 half of the packet key, from the L4 header at c->pos. One
+ * bounds check and one copy for every protocol keeps the verifier's state count low. The TC
+ * programs pass a cursor over the packet, the drop program one over a copy of the header's first
+ * 12 bytes.
+ */
 static __always_inline int parse_l4(struct cursor *c, struct int_tuple *t, struct pkt_key *k)
 {
 	__u8 *h = c->pos;
 	__u8 p = t->proto;
 
-	if (p != IPPROTO_TCP && p != IPPROTO_UDP && p != IPPROTO_SCTP && p != IPPROTO_ICMP &&
-	    p != IPPROTO_ICMPV6)
+	if (l4_unknown(p))
 		return 0; /* another protocol: addresses only */
 	if ((void *)(h + 8) > c->end)
 		return -1;
@@ -149,6 +163,26 @@ static __always_inline int parse_l4(struct cursor *c, struct int_tuple *t, struc
 	return 0;
 }
 
+/* The IPv4 header's part of the tuple and the packet key's L3 half. */
+static __always_inline void tuple_from_ipv4(const struct iphdr *ip, struct int_tuple *t, struct pkt_key *k)
+{
+	t->ip_version = 4;
+	t->proto = ip->protocol;
+	__builtin_memcpy(t->saddr, &ip->saddr, 4);
+	__builtin_memcpy(t->daddr, &ip->daddr, 4);
+	k->hi = key_ipv4(ip->id, ip->tot_len);
+}
+
+/* The IPv6 header's part of the tuple (not the protocol: extension headers may follow) and the
+ * packet key's L3 half. */
+static __always_inline void tuple_from_ipv6(const struct ipv6hdr *ip6, struct int_tuple *t, struct pkt_key *k)
+{
+	t->ip_version = 6;
+	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
+	k->hi = key_ipv6(ip6->payload_len, ip6->flow_lbl[0], ip6->flow_lbl[1], ip6->flow_lbl[2]);
+}
+
 static __always_inline int parse_ipv4(struct cursor *c, struct int_tuple *t, struct pkt_key *k)
 {
 	struct iphdr *ip = c->pos;
@@ -156,11 +190,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct int_tuple *t, str
 		return -1;
 	if (ip->ihl < 5)
 		return -1;
-	t->ip_version = 4;
-	t->proto = ip->protocol;
-	__builtin_memcpy(t->saddr, &ip->saddr, 4);
-	__builtin_memcpy(t->daddr, &ip->daddr, 4);
-	k->hi = key_ipv4(ip->id, ip->tot_len);
+	tuple_from_ipv4(ip, t, k);
 	/* Later fragments carry no L4 header. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
@@ -179,10 +209,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct int_tuple *t, str
 	struct ipv6hdr *ip6 = c->pos;
 	if ((void *)(ip6 + 1) > c->end)
 		return -1;
-	t->ip_version = 6;
-	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
-	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
-	k->hi = key_ipv6(ip6->payload_len, ip6->flow_lbl[0], ip6->flow_lbl[1], ip6->flow_lbl[2]);
+	tuple_from_ipv6(ip6, t, k);
 	__u8 next = ip6->nexthdr;
 	c->pos = ip6 + 1;
 	if (walk_ext) {

@@ -1,8 +1,8 @@
-// The node agent: wires the datapath, the report pipeline, the attachments, the local API and
-// the Kubernetes pod watch together, and takes them apart again on SIGTERM (leaving the
-// attachments in place, so pods stay observed across a restart or an upgrade).
+// The node agent: wires the datapath, the report pipeline, the attachments and the Kubernetes
+// pod watch together, and takes them apart again on SIGTERM (leaving the attachments in place, so
+// pods stay observed across a restart or an upgrade). The local API over it is started by
+// daemon/main.ts (api/ and agent/ do not import each other).
 import { dirname, join } from 'node:path';
-import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import * as bpf from '../../bpf/index';
 import { PROGRAMS, PinLayout } from '../../bpf/pins';
@@ -13,10 +13,8 @@ import { buildDropCodeTable } from '../report/drop-reasons';
 import { readKernelDropReasons } from '../report/kernel-drop-reasons';
 import { DropLocations } from '../report/drop-locations';
 import { AgingDropDetector } from './aging';
-import { Watchlist, WatchlistFile, WatchlistStore, WatchlistError } from '../watchlist';
+import { Watchlist, WatchlistFile, WatchlistStore } from '../watchlist';
 import { PodWatch, type PodInfo } from '../k8s/pod-watch';
-import { listenTcp, listenUnix } from '../api/server';
-import { apiRoutes } from '../api/routes';
 import { NodeDatapath } from './datapath';
 import { Pipeline } from './pipeline';
 import { AttachmentRegistry } from './attachments';
@@ -31,7 +29,6 @@ export interface AgentOptions {
   stateDir?: string;
   /** the plugin's spool (default: beside the socket) */
   spoolDir?: string;
-  reconcileIntervalMs?: number;
   logger?: Logger;
 }
 
@@ -59,7 +56,6 @@ export class Agent {
   podWatchDisabled: string | null = null;
   /** one limiter for the agent's repeated warnings, so its count is one metric */
   readonly warnings: WarnLimiter;
-  private servers: Server[] = [];
   private timer?: NodeJS.Timeout;
   private reader?: bpf.EventReader;
 
@@ -129,7 +125,7 @@ export class Agent {
   static async start(config: Config, opts: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(config, opts);
     try {
-      await agent.run(opts);
+      agent.run();
     } catch (e) {
       await agent.stop();
       throw e;
@@ -137,22 +133,13 @@ export class Agent {
     return agent;
   }
 
-  private async run(opts: AgentOptions): Promise<void> {
+  private run(): void {
     this.reader = this.datapath.startReader((view, _records, lost) => this.pipeline.process(view, lost));
     if (this.dropDetection === 'aging') {
-      this.aging = new AgingDropDetector(this.datapath.obj.map('int_meta'), (view) => this.pipeline.process(view, 0));
+      this.aging = new AgingDropDetector(this.datapath.obj.map(bpf.MapName.int_meta), (view) => this.pipeline.process(view, 0));
     }
     this.reconcile();
-    this.timer = setInterval(() => this.reconcile(), opts.reconcileIntervalMs ?? 30_000);
-
-    const routes = apiRoutes(this);
-    this.servers.push(await listenUnix(this.config.socketPath, routes));
-    if (this.config.metricsListen) {
-      this.servers.push(await listenTcp(this.config.metricsListen.host, this.config.metricsListen.port, routes, 'public'));
-    }
-    if (this.config.healthListen) {
-      this.servers.push(await listenTcp(this.config.healthListen.host, this.config.healthListen.port, routes, 'health'));
-    }
+    this.timer = setInterval(() => this.reconcile(), this.config.reconcileIntervalMs);
 
     const setup = PodWatch.fromEnvironment({ nodeName: this.config.nodeName, logger: this.log });
     // Without Kubernetes (no config, API down) everything works from the plugin's notices; the
@@ -227,14 +214,8 @@ export class Agent {
     return this.watchlist.replace(body);
   }
 
-  isWatchlistError(e: unknown): e is WatchlistError {
-    return e instanceof WatchlistError;
-  }
-
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    for (const s of this.servers) await new Promise<void>((r) => s.close(() => r()));
-    this.servers = [];
     await this.podWatch?.stop();
     if (this.watchlist instanceof WatchlistFile) this.watchlist.close();
     this.aging?.close();

@@ -2,21 +2,9 @@
 // tracepoint: a packet recorded at an ingress hook and not matched at an egress hook within
 // 2 s is reported as dropped, reason unknown. It cannot tell a drop from a packet delivered to
 // the node itself, which is why the tracepoint is preferred and this has a counter of its own.
-import { EVENT_DROP, EventLayout, EventView, F_INGRESS, TupleLayout, frameBatch } from '../../bpf/events';
+import { EVENT_DROP, EventLayout, EventView, F_INGRESS, IntMeta, MAX_HOP_NS, TupleLayout, frameBatch } from '../../bpf/events';
 import { numPossibleCpus, type BpfMap } from '../../bpf/index';
-
-/** struct int_meta: key u64, ig_ts u64, ig_ifindex u32, pad u32, struct int_tuple at 24. */
-const META_IG_TS = 8;
-const META_IFINDEX = 16;
-const META_TUPLE = 24;
-const MAX_AGE_NS = 2_000_000_000n;
-
-function internetChecksum(b: Buffer, start: number, end: number): number {
-  let sum = 0;
-  for (let i = start; i < end; i += 2) sum += b.readUInt16BE(i);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
+import { checksumOf, sumWords } from '../report/checksum';
 
 /** The headers of the packet as its tuple describes it (no payload was kept). */
 export function synthesizePacket(tuple: Buffer, t = 0): Buffer {
@@ -51,13 +39,14 @@ export function synthesizePacket(tuple: Buffer, t = 0): Buffer {
     ip[9] = proto;
     tuple.copy(ip, 12, t + TupleLayout.saddr, t + TupleLayout.saddr + 4);
     tuple.copy(ip, 16, t + TupleLayout.daddr, t + TupleLayout.daddr + 4);
-    ip.writeUInt16BE(internetChecksum(ip, 0, 20), 10);
+    ip.writeUInt16BE(checksumOf(sumWords(ip, 0, 20)), 10);
   }
   return Buffer.concat([eth, ip, l4]);
 }
 
 /**
- * One sweep over every CPU's slots: ingress records older than 2 s are cleared and returned as
+ * One sweep over every CPU's slots: ingress records older than the programs' max_hop_ns (2 s)
+ * default are cleared and returned as
  * drop events (a batch in the reader's format), so they take the same path to reports as the
  * kernel's events. Writing a slot back can overwrite a record the kernel made in between; one
  * packet then goes unreported, which this fallback accepts.
@@ -70,12 +59,12 @@ export function sweepAged(meta: BpfMap, nowNs: bigint): { batch: Buffer; count: 
     if (!meta.lookup(key, all)) continue;
     let changed = false;
     for (let off = 0; off < all.length; off += stride) {
-      const igTs = all.readBigUInt64LE(off + META_IG_TS);
-      if (all.readBigUInt64LE(off) === 0n || nowNs - igTs < MAX_AGE_NS) continue;
-      all.writeBigUInt64LE(0n, off); // consumed
+      const igTs = all.readBigUInt64LE(off + IntMeta.igTs);
+      if (all.readBigUInt64LE(off + IntMeta.key) === 0n || nowNs - igTs < MAX_HOP_NS) continue;
+      all.writeBigUInt64LE(0n, off + IntMeta.key); // consumed
       changed = true;
-      const tuple = all.subarray(off + META_TUPLE, off + META_TUPLE + TupleLayout.size);
-      records.push(dropEvent(tuple, all.readUInt32LE(off + META_IFINDEX), igTs, nowNs));
+      const tuple = all.subarray(off + IntMeta.tuple, off + IntMeta.tuple + TupleLayout.size);
+      records.push(dropEvent(tuple, all.readUInt32LE(off + IntMeta.igIfindex), igTs, nowNs));
     }
     if (changed) meta.update(key, all);
   }

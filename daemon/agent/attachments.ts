@@ -10,12 +10,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync,
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import * as bpf from '../../bpf/index';
+import * as netlink from '../../netlink/index';
+import { isErrno } from '../../native/load';
 import {
   attachPod, detachPod, isPodAttached, listPodAttachments, type AttachmentKey, type ProgramSet,
 } from '../../bpf/attachments';
-import type { PinLayout } from '../../bpf/pins';
-import type { AttachmentNotice } from '../api/protocol';
-import { readSpool, removeSpoolEntry } from '../../plugin/spool';
+import { isHookLinkName, tcMarkerIfindex, type PinLayout } from '../../bpf/pins';
+import type { AttachmentNotice } from '../../protocol/notice';
+import { readSpool, removeSpoolEntry } from '../../protocol/spool';
 import type { PodInfo } from '../k8s/pod-info';
 import { WarnLimiter } from './warn-limiter';
 
@@ -219,10 +221,11 @@ export class AttachmentRegistry {
       this.repair(r);
       return;
     }
-    let link: bpf.LinkDetails;
+    let link: netlink.LinkDetails;
     try {
-      link = bpf.getLink({ ifindex: r.hostIfindex });
-    } catch {
+      link = netlink.getLink({ ifindex: r.hostIfindex });
+    } catch (e) {
+      if (!isErrno(e, 'ENODEV')) throw e;
       // The veth is gone: the pod is gone (its DEL may still come; it will find nothing to do).
       this.deleted(r);
       return;
@@ -258,8 +261,9 @@ export class AttachmentRegistry {
   private pinDirMtime(key: AttachmentKey): number {
     try {
       return statSync(this.layout.attachment(key.network, key.containerId, key.ifname)).mtimeMs;
-    } catch {
-      return 0;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0; // removed meanwhile
+      throw e;
     }
   }
 
@@ -270,7 +274,7 @@ export class AttachmentRegistry {
       let ifindex = r.hostIfindex;
       if (ifindex === undefined) {
         if (!r.netns) throw new Error('neither the host veth nor the netns is known');
-        const inside = bpf.getLink({ ifname: r.ifname }, r.netns);
+        const inside = netlink.getLink({ ifname: r.ifname }, r.netns);
         if (inside.peerIfindex === undefined) throw new Error(`${r.ifname} in ${r.netns} has no peer`);
         ifindex = inside.peerIfindex;
       }
@@ -316,12 +320,14 @@ export class AttachmentRegistry {
   private pinnedIfindex(key: AttachmentKey): number | undefined {
     const dir = this.layout.attachment(key.network, key.containerId, key.ifname);
     for (const name of existsSync(dir) ? readdirSync(dir) : []) {
-      if (name.startsWith('tc-ifindex-')) return Number(name.slice('tc-ifindex-'.length));
-      if (name === 'ingress' || name === 'egress') {
+      const tcIfindex = tcMarkerIfindex(name);
+      if (tcIfindex !== undefined) return tcIfindex;
+      if (isHookLinkName(name)) {
         try {
-          return bpf.pinnedLinkInfo(join(dir, name)).ifindex;
-        } catch {
-          return undefined;
+          return bpf.pinnedLinkInfo(this.layout.hookLink(dir, name)).ifindex;
+        } catch (e) {
+          if (isErrno(e, 'ENOENT')) return undefined; // unpinned meanwhile (a plugin DEL)
+          throw e;
         }
       }
     }
@@ -383,19 +389,19 @@ function bareIp(ip: string): string {
  * neighbour on a bridge is asked for (ARP / ND), so a later call can find it.
  */
 export function hostVethOfPodIp(ip: string, opts: { probe?: boolean } = {}): HostVeth | undefined {
-  const oif = bpf.routeOutputIfindex(ip);
+  const oif = netlink.routeOutputIfindex(ip);
   if (oif === undefined) return undefined;
-  const out = bpf.getLink({ ifindex: oif });
+  const out = netlink.getLink({ ifindex: oif });
   if (out.kind === 'veth') return { ifindex: out.ifindex, ifname: out.ifname };
   if (out.kind !== 'bridge') return undefined;
-  const mac = bpf.neighbourMac(oif, ip);
+  const mac = netlink.neighbourMac(oif, ip);
   if (mac === undefined) {
-    if (opts.probe) bpf.neighbourProbe(oif, ip);
+    if (opts.probe) netlink.neighbourProbe(oif, ip);
     return undefined;
   }
-  const port = bpf.bridgePortOf(oif, mac);
+  const port = netlink.bridgePortOf(oif, mac);
   if (port === undefined) return undefined;
-  const link = bpf.getLink({ ifindex: port });
+  const link = netlink.getLink({ ifindex: port });
   if (link.kind !== 'veth' || link.master !== oif) return undefined;
   return { ifindex: link.ifindex, ifname: link.ifname };
 }
@@ -407,8 +413,9 @@ function ourProgramIds(ifindex: number): number[] {
 
 function safeIfname(ifindex: number): string | undefined {
   try {
-    return bpf.getLink({ ifindex }).ifname;
-  } catch {
-    return undefined;
+    return netlink.getLink({ ifindex }).ifname;
+  } catch (e) {
+    if (isErrno(e, 'ENODEV')) return undefined; // gone meanwhile
+    throw e;
   }
 }

@@ -1,11 +1,13 @@
 // The daemon's side of the datapath: load this version's programs and pin them in place of an
 // older version, move every existing attachment to them without detaching it, attach the
 // data interfaces, attach the drop tracepoint, and read events.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as bpf from '../../bpf/index';
-import { loadAndPin } from '../../bpf/attachments';
-import { DROP_PROGRAM, PROGRAMS, PinLayout, type Direction } from '../../bpf/pins';
+import * as netlink from '../../netlink/index';
+import { detachNodeInterface, loadAndPin } from '../../bpf/attachments';
+import { isErrno } from '../../native/load';
+import { DROP_PROGRAM, PROGRAMS, PinLayout, isHookLinkName, tcMarkerIfindex, type Direction } from '../../bpf/pins';
 
 export interface DatapathOptions {
   layout: PinLayout;
@@ -32,16 +34,23 @@ interface PinnedHook {
 function pinnedHooks(layout: PinLayout): PinnedHook[] {
   const out: PinnedHook[] = [];
   const walk = (dir: string, nic: boolean) => {
-    if (!existsSync(dir)) return;
-    for (const name of readdirSync(dir)) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // nothing pinned there yet
+      throw e;
+    }
+    for (const name of names) {
       const p = join(dir, name);
-      if (name.startsWith('tc-ifindex-')) out.push({ path: p, nic, tcIfindex: Number(name.slice('tc-ifindex-'.length)) });
+      const tcIfindex = tcMarkerIfindex(name);
+      if (tcIfindex !== undefined) out.push({ path: p, nic, tcIfindex });
       else if (statSync(p).isDirectory()) walk(p, nic);
-      else if (name === 'ingress' || name === 'egress') out.push({ path: p, direction: name, nic });
+      else if (isHookLinkName(name)) out.push({ path: p, direction: name, nic });
     }
   };
-  walk(join(layout.links, 'cni'), false);
-  walk(join(layout.links, 'node'), true);
+  walk(layout.podLinks, false);
+  walk(layout.nodeLinks, true);
   return out;
 }
 
@@ -52,9 +61,9 @@ export class NodeDatapath {
 
   constructor(private readonly opts: DatapathOptions, private readonly log: Logger) {
     const constants = {
-      report_interval_ns: opts.reportIntervalNs,
-      latency_quantum_ns: opts.latencyQuantumNs,
-      sample_bytes: opts.sampleBytes,
+      [bpf.ConstName.report_interval_ns]: opts.reportIntervalNs,
+      [bpf.ConstName.latency_quantum_ns]: opts.latencyQuantumNs,
+      [bpf.ConstName.sample_bytes]: opts.sampleBytes,
     };
     this.obj = loadAndPin(opts.layout, opts.objectPath, { constants });
     this.relinkExisting();
@@ -82,8 +91,14 @@ export class NodeDatapath {
         }
         this.counters.linksUpdated++;
       } catch (e) {
+        // ENOLINK: the link's interface is gone; ENODEV: the tc attachment's. Anything else is
+        // not a reason to forget a pod's attachment: it keeps the program it has.
+        if (!isErrno(e, 'ENOLINK', 'ENODEV')) {
+          this.log.warn({ link: h.path, err: (e as Error).message }, 'cannot move a pinned attachment to this version; it keeps its program');
+          continue;
+        }
         this.counters.linksStale++;
-        this.log.warn({ link: h.path, err: (e as Error).message }, 'removing a pinned attachment that no longer works');
+        this.log.warn({ link: h.path, err: (e as Error).message }, 'removing a pinned attachment whose interface is gone');
         if (h.direction) bpf.detachPinnedLink(h.path);
       }
     }
@@ -92,12 +107,12 @@ export class NodeDatapath {
 
   /** Attaches the tunnel-aware programs to a node interface, pinned so they survive restarts. */
   attachInterface(ifname: string): { ifindex: number; mode: bpf.AttachMode } {
-    const link = bpf.getLink({ ifname });
+    const link = netlink.getLink({ ifname });
     const dir = this.opts.layout.nodeInterface(ifname);
     let mode: bpf.AttachMode = 'tcx';
     for (const direction of ['ingress', 'egress'] as const) {
       const a = bpf.attach(this.program(direction, true), link.ifindex, direction, {
-        linkPin: join(dir, direction), clsactMarker: join(this.opts.layout.root, 'tc', `clsact-${link.ifindex}`),
+        linkPin: this.opts.layout.hookLink(dir, direction), clsactMarker: this.opts.layout.clsactMarker(link.ifindex),
       });
       mode = a.mode;
     }
@@ -106,8 +121,7 @@ export class NodeDatapath {
 
   /** Removes our programs from a node interface. */
   detachInterface(ifname: string): void {
-    const dir = this.opts.layout.nodeInterface(ifname);
-    for (const direction of ['ingress', 'egress']) bpf.detachPinnedLink(join(dir, direction));
+    detachNodeInterface(this.opts.layout, ifname);
   }
 
   /** Releases the drop tracepoint of an earlier run (a tracing link goes when its pin does). */
@@ -128,12 +142,12 @@ export class NodeDatapath {
   }
 
   startReader(onBatch: (view: bpf.EventView, records: number, lost: number) => void): bpf.EventReader {
-    this.reader = new bpf.EventReader(this.obj.map('int_events'), onBatch);
+    this.reader = new bpf.EventReader(this.obj.map(bpf.MapName.int_events), onBatch);
     return this.reader;
   }
 
   kernelCounters(): Record<bpf.CounterName, bigint> {
-    return bpf.readCounters(this.obj.map('int_counters'));
+    return bpf.readCounters(this.obj.map(bpf.MapName.int_counters));
   }
 
   /** Stops reading; attachments and pins stay (pods stay observed across a restart). */

@@ -8,8 +8,9 @@ export function defaultRouteInterface(routeTable = '/proc/net/route'): string | 
   let text: string;
   try {
     text = readFileSync(routeTable, 'utf8');
-  } catch {
-    return undefined;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // a kernel without IPv4
+    throw e;
   }
   let best: { iface: string; metric: number } | undefined;
   for (const line of text.split('\n').slice(1)) {

@@ -2,7 +2,7 @@
 // tuples, one encode into a reused buffer, one copy into the sender's queue. Nothing is
 // allocated and nothing is logged per event; every outcome is a counter.
 import { EventView, EVENT_DROP, F_INGRESS } from '../../bpf/events';
-import { encodeDropReport, encodeFlowReport, type ReportIdentity } from '../report/encoder';
+import { encodeReport, type ReportIdentity } from '../report/encoder';
 import type { DropLocations } from '../report/drop-locations';
 import type { ReportSender } from '../report/sender';
 import { WatchlistMatch, type Watchlist } from '../watchlist';
@@ -38,13 +38,6 @@ export class Pipeline {
     private readonly dropLocations?: DropLocations,
   ) {}
 
-  /** INT drop code: from the kernel's reason, else from where the kernel dropped it. */
-  private dropCode(view: EventView): number {
-    const reason = view.dropReason;
-    const code = reason < this.dropCodes.length ? this.dropCodes[reason] : 0;
-    return code !== 0 || !this.dropLocations ? code : this.dropLocations.codeFor(view.dropLocation);
-  }
-
   /** Processes one batch from the event reader. */
   process(view: EventView, lost: number): void {
     const c = this.counters;
@@ -61,10 +54,7 @@ export class Pipeline {
         continue;
       }
       // The sender stamps hw_id and its per-collector sequence number.
-      const preNat = m === WatchlistMatch.preNat;
-      const n = view.type === EVENT_DROP
-        ? encodeDropReport(view, this.out, 0, this.identity, 0, this.dropCode(view), preNat)
-        : encodeFlowReport(view, this.out, 0, this.identity, 0, preNat);
+      const n = encodeReport(view, this.out, 0, this.identity, 0, m === WatchlistMatch.preNat, this.dropCodes, this.dropLocations);
       if (n === 0) {
         c.encodeErrors++;
         continue;

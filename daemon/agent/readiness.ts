@@ -82,7 +82,8 @@ export function installerCheck(path: string | undefined): ReadinessCheck {
   let status: { state?: unknown; message?: unknown; conflist?: unknown; pluginBuild?: unknown };
   try {
     status = JSON.parse(text) as typeof status;
-  } catch {
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
     return { name, ok: false, message: `${path} is not JSON` };
   }
   if (typeof status !== 'object' || status === null || typeof status.state !== 'string' || !INSTALLER_STATES.includes(status.state)) {

@@ -2,14 +2,58 @@
 // the optional TCP listener (--metrics-listen): metrics and topology only, nothing that changes
 // state or names pods beyond what the topology already says. Routes marked health (/healthz,
 // /readyz) are also served on --health-listen.
-import type { Agent } from '../agent/agent';
+//
+// The routes see the agent through ApiAgent (not the Agent class), so api/ and agent/ do not
+// import each other: daemon/main.ts hands the agent to apiRoutes.
+import { attachmentKeyOfQuery, CNI_ADD_PATH, CNI_ATTACHMENT_PATH, CNI_DEL_PATH } from '../../protocol/endpoints';
+import type { AttachmentNotice } from '../../protocol/notice';
+import { NoticeError, parseNotice } from '../../protocol/notice-validate';
+import type { AttachmentRegistry } from '../agent/attachments';
+import type { NodeDatapath } from '../agent/datapath';
+import type { Pipeline } from '../agent/pipeline';
+import type { Readiness } from '../agent/readiness';
+import type { WarnLimiter } from '../agent/warn-limiter';
+import type { PodWatch } from '../k8s/pod-watch';
 import { renderMetrics } from '../metrics';
-import { ApiError, parseNotice, type Route } from './server';
+import type { ReportSender } from '../report/sender';
+import { WatchlistError, type Watchlist, type WatchlistStore } from '../watchlist';
+import { ApiError, type Route } from './server';
 import { attachmentsView, podView, topologyView, type ViewSource } from './views';
 import { buildMetrics, type MetricsSnapshot } from './metrics-view';
-import { CNI_ADD_PATH, CNI_ATTACHMENT_PATH, CNI_DEL_PATH } from '../../plugin/notify';
 
-export function apiRoutes(agent: Agent): Route[] {
+/** What the API reads and changes of the running agent (daemon/agent/agent.ts implements it). */
+export interface ApiAgent {
+  readonly registry: AttachmentRegistry;
+  readonly podWatch: PodWatch | null;
+  /** why there is no pod watch, when there is none */
+  readonly podWatchDisabled: string | null;
+  readonly dataInterfaces: ViewSource['dataInterfaces'];
+  readonly switchId: number;
+  readonly startedAt: Date;
+  readonly dropDetection: string;
+  readonly watchlist: WatchlistStore;
+  readonly sender: Pick<ReportSender, 'stats'>;
+  readonly pipeline: Pick<Pipeline, 'counters'>;
+  readonly datapath: Pick<NodeDatapath, 'kernelCounters'>;
+  readonly warnings: Pick<WarnLimiter, 'suppressed'>;
+  /** a bad watchlist throws WatchlistError and changes nothing */
+  replaceWatchlist(body: string): Watchlist;
+  readiness(): Readiness;
+  readerStats(): { records: number; lost: number } | undefined;
+  agedDrops(): number | undefined;
+}
+
+/** A notice body, or a 400 naming what is wrong with it. */
+function notice(body: string): AttachmentNotice {
+  try {
+    return parseNotice(body);
+  } catch (e) {
+    if (e instanceof NoticeError) throw new ApiError(400, e.message);
+    throw e;
+  }
+}
+
+export function apiRoutes(agent: ApiAgent): Route[] {
   const reg = agent.registry;
   const src: ViewSource = {
     attachments: () => reg.list(),
@@ -20,12 +64,12 @@ export function apiRoutes(agent: Agent): Route[] {
   return [
     {
       method: 'POST', path: CNI_ADD_PATH,
-      handle: ({ body }) => ({ status: 200, json: reg.added(parseNotice(body)) }),
+      handle: ({ body }) => ({ status: 200, json: reg.added(notice(body)) }),
     },
     {
       method: 'POST', path: CNI_DEL_PATH,
       handle: ({ body }) => {
-        const n = parseNotice(body);
+        const n = notice(body);
         reg.deleted(n);
         return { status: 200, json: { deleted: { network: n.network, containerId: n.containerId, ifname: n.ifname } } };
       },
@@ -33,7 +77,7 @@ export function apiRoutes(agent: Agent): Route[] {
     {
       method: 'GET', path: CNI_ATTACHMENT_PATH,
       handle: ({ query }) => {
-        const key = { network: query.get('network') ?? '', containerId: query.get('containerId') ?? '', ifname: query.get('ifname') ?? '' };
+        const key = attachmentKeyOfQuery(query);
         const r = reg.get(key);
         if (!r) throw new ApiError(404, `unknown attachment ${key.network}/${key.containerId}/${key.ifname}`);
         return { status: 200, json: r };
@@ -61,7 +105,7 @@ export function apiRoutes(agent: Agent): Route[] {
           const w = agent.replaceWatchlist(body);
           return { status: 200, json: w.toDocument() };
         } catch (e) {
-          if (agent.isWatchlistError(e)) throw new ApiError(400, e.message);
+          if (e instanceof WatchlistError) throw new ApiError(400, e.message);
           throw e;
         }
       },
@@ -84,7 +128,7 @@ export function apiRoutes(agent: Agent): Route[] {
   ];
 }
 
-function status(agent: Agent) {
+function status(agent: ApiAgent) {
   return {
     version: '0.1.0',
     startedAt: agent.startedAt.toISOString(),
@@ -102,7 +146,7 @@ function status(agent: Agent) {
   };
 }
 
-function snapshot(agent: Agent): MetricsSnapshot {
+function snapshot(agent: ApiAgent): MetricsSnapshot {
   const pw = agent.podWatch;
   return {
     kernel: agent.datapath.kernelCounters(),

@@ -4,8 +4,6 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
-import Ajv from 'ajv';
-import type { AttachmentNotice } from './protocol';
 
 export interface Route {
   method: 'GET' | 'POST' | 'PUT';
@@ -39,7 +37,8 @@ export class ApiError extends Error {
 function decodeSegment(segment: string): string {
   try {
     return decodeURIComponent(segment);
-  } catch {
+  } catch (e) {
+    if (!(e instanceof URIError)) throw e;
     throw new ApiError(400, `malformed percent-encoding in the path: ${JSON.stringify(segment)}`);
   }
 }
@@ -146,44 +145,27 @@ export async function listenTcp(host: string | undefined, port: number, routes: 
   return server;
 }
 
-// --- request validation --------------------------------------------------------------------
+/** Where the API is served: the root-only socket, and the TCP listeners the config asks for. */
+export interface ApiListeners {
+  socketPath: string;
+  metricsListen?: { host?: string; port: number };
+  healthListen?: { host?: string; port: number };
+}
 
-const ajv = new Ajv({ allErrors: true, strict: true });
-const validateNotice = ajv.compile<AttachmentNotice>({
-  type: 'object',
-  required: ['network', 'containerId', 'ifname'],
-  additionalProperties: false,
-  properties: {
-    network: { type: 'string', minLength: 1 },
-    containerId: { type: 'string', minLength: 1 },
-    ifname: { type: 'string', minLength: 1, maxLength: 15 },
-    netns: { type: 'string' },
-    hostIfname: { type: 'string' },
-    hostIfindex: { type: 'integer', minimum: 1 },
-    podNamespace: { type: 'string' },
-    podName: { type: 'string' },
-    podUid: { type: 'string' },
-    ips: { type: 'array', items: { type: 'string' } },
-    mode: { enum: ['tcx', 'tc'] },
-    programIds: { type: 'array', items: { type: 'integer' } },
-    attachedAt: { type: 'string' },
-    error: { type: 'string' },
-  },
-});
-
-/** Parses and validates a JSON body; a bad one is a 400 naming the field. */
-export function parseNotice(body: string): AttachmentNotice {
-  let value: unknown;
+/** Serves routes on every listener; resolves to the function that closes them all. */
+export async function serveApi(listeners: ApiListeners, routes: Route[]): Promise<() => Promise<void>> {
+  const servers: Server[] = [];
+  const close = async (): Promise<void> => {
+    for (const s of servers.splice(0)) await new Promise<void>((r) => s.close(() => r()));
+  };
   try {
-    value = JSON.parse(body);
+    servers.push(await listenUnix(listeners.socketPath, routes));
+    const { metricsListen, healthListen } = listeners;
+    if (metricsListen) servers.push(await listenTcp(metricsListen.host, metricsListen.port, routes, 'public'));
+    if (healthListen) servers.push(await listenTcp(healthListen.host, healthListen.port, routes, 'health'));
   } catch (e) {
-    throw new ApiError(400, `body is not JSON: ${(e as Error).message}`);
+    await close(); // the ones that did open
+    throw e;
   }
-  if (!validateNotice(value)) {
-    const err = validateNotice.errors![0];
-    const field = err.instancePath ? err.instancePath.slice(1) : (err.params as { missingProperty?: string; additionalProperty?: string }).missingProperty
-      ?? (err.params as { additionalProperty?: string }).additionalProperty ?? '(body)';
-    throw new ApiError(400, `invalid attachment notice: ${field}: ${err.message}`);
-  }
-  return value;
+  return close;
 }

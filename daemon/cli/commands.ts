@@ -1,7 +1,7 @@
 // The operator commands: status, pods, pod, topology, watchlist. Readable tables by default,
 // --json for scripts.
 import { readFileSync } from 'node:fs';
-import { DEFAULT_SOCKET_PATH } from '../api/protocol';
+import { DEFAULT_SOCKET_PATH } from '../../protocol/endpoints';
 import { callApi, ClientError } from './client';
 
 export const CLI_USAGE = `Usage: int-host-reporter COMMAND [--socket PATH] [--json]

@@ -30,6 +30,7 @@
 
 import { formatAddress } from '../../bpf/events';
 import { crc32c } from '../report/encoder';
+import { foldSum, sumWords } from '../report/checksum';
 
 export type ReportKind = 'flow' | 'drop' | 'inner-only';
 
@@ -306,18 +307,7 @@ function sctpChecksumValid(b: Buffer, l4: number, end: number): boolean {
   return crc32c(copy) === stored;
 }
 
-/** Sum of the big-endian 16-bit words of b[start, end), an odd last byte padded with zero. */
-function sumWords(b: Buffer, start: number, end: number): number {
-  let s = 0;
-  let i = start;
-  for (; i + 1 < end; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i < end) s += b[i] << 8;
-  return s;
-}
-
 /** Ones-complement sum of b[start, end) plus `initial`, folded to 16 bits (0xffff = valid). */
-export function foldedSum(b: Buffer, start: number, end: number, initial: number): number {
-  let s = sumWords(b, start, end) + initial;
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return s;
+function foldedSum(b: Buffer, start: number, end: number, initial: number): number {
+  return foldSum(sumWords(b, start, end) + initial);
 }

@@ -2,7 +2,7 @@
 // default and how text becomes its value. parse.ts and usage.ts are driven by this table.
 import { hostname } from 'node:os';
 import { DEFAULT_BPFFS_ROOT } from '../../bpf/pins';
-import { DEFAULT_SOCKET_PATH } from '../api/protocol';
+import { DEFAULT_SOCKET_PATH } from '../../protocol/endpoints';
 import { ValueError, parseCollectors, parseDecimal, parseEndpoint, parseSwitchId, type Endpoint } from './values';
 import type { LOG_LEVELS } from './schema';
 
@@ -22,6 +22,8 @@ export interface Config {
   socketPath: string;
   bpffsPath: string;
   reportIntervalMs: number;
+  /** how often the attachments are checked against the kernel, the spool and the pod list */
+  reconcileIntervalMs: number;
   /** hop-latency bucket width of the kernel flow filter (a power of two) */
   latencyQuantumNs: number;
   /** packet bytes sampled into each event */
@@ -136,6 +138,15 @@ export const FIELDS: readonly Field[] = [
     help: 'At most one flow report per flow and port pair in this time (0-3600000; 0 reports every packet).',
     ...integer,
     default: () => 1000,
+  },
+  {
+    key: 'reconcileIntervalMs',
+    flag: 'reconcile-interval-ms',
+    env: ['INT_HOST_REPORTER_RECONCILE_INTERVAL_MS'],
+    valueName: 'MS',
+    help: 'Check the pod attachments (kernel, plugin spool, pod list) and repair them this often (100-3600000).',
+    ...integer,
+    default: () => 30_000,
   },
   {
     key: 'latencyQuantumNs',

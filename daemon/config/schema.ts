@@ -2,6 +2,7 @@
 // the merged configuration. The file schema checks shapes and names; the config schema holds the
 // limits, so a value out of range is caught whichever source it came from.
 import Ajv from 'ajv';
+import { SAMPLE_BYTES_MAX, SAMPLE_BYTES_MIN } from '../../bpf/events';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -20,7 +21,7 @@ export const configSchema = {
   $id: 'int-host-reporter/config',
   type: 'object',
   additionalProperties: false,
-  required: ['collectors', 'logLevel', 'socketPath', 'bpffsPath', 'reportIntervalMs', 'latencyQuantumNs', 'sampleBytes', 'nodeName', 'dropDetection'],
+  required: ['collectors', 'logLevel', 'socketPath', 'bpffsPath', 'reportIntervalMs', 'reconcileIntervalMs', 'latencyQuantumNs', 'sampleBytes', 'nodeName', 'dropDetection'],
   properties: {
     configFile: { type: 'string' },
     collectors: { type: 'array', minItems: 1, items: { ...endpoint, required: ['host', 'port'] } },
@@ -33,9 +34,11 @@ export const configSchema = {
     socketPath: { type: 'string', pattern: '^/', maxLength: 107 },
     bpffsPath: { type: 'string', pattern: '^/' },
     reportIntervalMs: { type: 'integer', minimum: 0, maximum: 3600000 },
+    // below 100 ms the passes (a readdir and a link query per attachment) would load the node
+    reconcileIntervalMs: { type: 'integer', minimum: 100, maximum: 3600000 },
     latencyQuantumNs: { type: 'integer', minimum: 1, maximum: 2147483648 },
     // enough for Ethernet + IPv6 + a TCP header with options; at most what one perf record carries well
-    sampleBytes: { type: 'integer', minimum: 64, maximum: 256 },
+    sampleBytes: { type: 'integer', minimum: SAMPLE_BYTES_MIN, maximum: SAMPLE_BYTES_MAX },
     dropDetection: { enum: ['auto', 'tracepoint', 'aging', 'off'] },
     nodeName: { type: 'string', minLength: 1, maxLength: 253 },
     metricsListen: endpoint,
@@ -59,6 +62,7 @@ export const configFileSchema = {
     socket: { type: 'string' },
     bpffs: { type: 'string' },
     'report-interval-ms': { type: 'integer' },
+    'reconcile-interval-ms': { type: 'integer' },
     'latency-quantum-ns': { type: 'integer' },
     'sample-bytes': { type: 'integer' },
     'node-name': { type: 'string' },

@@ -460,8 +460,8 @@ function errorText(err: unknown): string {
   if (typeof body === 'string') {
     try {
       body = JSON.parse(body);
-    } catch {
-      /* not JSON */
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e; // not JSON: the message below stays the error's
     }
   }
   const detail = (body as { message?: unknown } | null | undefined)?.message;

@@ -11,6 +11,8 @@
 // correlates by 5-tuple sees the flow the pod opened, with checksums kept valid (see rewriteInnerTuple).
 
 import { EVENT_DROP, EventView, F_INGRESS, F_TUNNEL, TupleLayout } from '../../bpf/events';
+import { checksumOf, sumWords } from './checksum';
+import type { DropLocations } from './drop-locations';
 
 export const FIXED_HEADER_LEN = 12;
 export const SWITCH_LOCAL_HEADER_LEN = 16;
@@ -36,9 +38,19 @@ export interface ReportIdentity {
 }
 
 /**
+ * The INT drop code of the current (drop) event of `ev`: from the kernel's skb_drop_reason through
+ * `dropCodes` (see drop-reasons.ts; values outside the table are 0, unknown), else from where the
+ * kernel dropped it when `dropLocations` knows the place.
+ */
+export function dropCodeOf(ev: EventView, dropCodes?: Uint8Array, dropLocations?: DropLocations): number {
+  const reason = ev.dropReason;
+  const code = dropCodes !== undefined && reason < dropCodes.length ? dropCodes[reason] : 0;
+  return code !== 0 || dropLocations === undefined ? code : dropLocations.codeFor(ev.dropLocation);
+}
+
+/**
  * Encodes the current event of `ev` as a v0.5 report at `out[off]`, choosing the kind by the
- * event type. Drop events get their INT drop code from `dropCodes` (kernel skb_drop_reason value
- * -> INT code, see drop-reasons.ts); values outside the table become 0 (unknown).
+ * event type; a drop report's code comes from dropCodeOf. The pipeline's one way to encode.
  * Returns the bytes written, or 0 when the event cannot be encoded (see encodeFlowReport).
  */
 export function encodeReport(
@@ -49,11 +61,10 @@ export function encodeReport(
   seq: number,
   rewriteToPreNat: boolean,
   dropCodes?: Uint8Array,
+  dropLocations?: DropLocations,
 ): number {
   if (ev.type === EVENT_DROP) {
-    const reason = ev.dropReason;
-    const code = dropCodes !== undefined && reason < dropCodes.length ? dropCodes[reason] : 0;
-    return encodeDropReport(ev, out, off, id, seq, code, rewriteToPreNat);
+    return encodeDropReport(ev, out, off, id, seq, dropCodeOf(ev, dropCodes, dropLocations), rewriteToPreNat);
   }
   return encodeFlowReport(ev, out, off, id, seq, rewriteToPreNat);
 }
@@ -186,9 +197,7 @@ function put16(b: Buffer, p: number, v: number): void {
 
 /** ~(~csum + delta) folded to 16 bits; delta is a sum of (~old & 0xffff) + new words. */
 function adjustChecksum(csum: number, delta: number): number {
-  let s = (~csum & 0xffff) + delta;
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return ~s & 0xffff;
+  return checksumOf((~csum & 0xffff) + delta);
 }
 
 /**
@@ -289,16 +298,11 @@ function rewriteIpv6(pkt: Buffer, ip: number, end: number, tuple: Buffer | null,
 function fullL4Checksum(pkt: Buffer, proto: number, ip: number, l4: number, end: number, ipv6: boolean, csumAt: number): number {
   let sum = 0;
   if (proto !== PROTO_ICMP) {
-    const [a, n] = ipv6 ? [ip + 8, 32] : [ip + 12, 8];
-    for (let i = 0; i < n; i += 2) sum += u16(pkt, a + i);
-    sum += proto + (end - l4);
+    const addrs = ipv6 ? ip + 8 : ip + 12;
+    sum += sumWords(pkt, addrs, addrs + (ipv6 ? 32 : 8)) + proto + (end - l4);
   }
-  for (let i = l4; i < end; i += 2) {
-    if (i === csumAt) continue;
-    sum += i + 1 < end ? u16(pkt, i) : pkt[i] << 8;
-  }
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  return ~sum & 0xffff;
+  // csumAt - l4 is even: both halves keep the segment's word alignment.
+  return checksumOf(sum + sumWords(pkt, l4, csumAt) + sumWords(pkt, csumAt + 2, end));
 }
 
 function rewriteL4(

@@ -7,7 +7,7 @@
 //   the new one (drop-newest) is dropped and counted. Memory is queueLimit * slotSize per
 //   collector, whatever happens downstream.
 // - A flush runs on the next event-loop turn once reports wait and hands each collector's ring to
-//   the kernel with sendmmsg (through the addon, bpf/udp.ts): up to `maxBatch` datagrams in one
+//   the kernel with sendmmsg (through the udp native module, udp.ts): up to `maxBatch` datagrams in one
 //   system call, straight from the ring; runs of reports of one length go as single UDP GSO
 //   messages, so the stack is crossed once per run (a path without GSO falls back to one
 //   message per report). The call never blocks and completes at once, so nothing
@@ -29,7 +29,7 @@
 
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { EAGAIN, EINVAL, EIO, errnoName, udpClose, udpOpen, udpSendBatch } from '../../bpf/udp';
+import { EAGAIN, EINVAL, EIO, UdpError, errnoName, udpClose, udpOpen, udpSendBatch } from './udp';
 
 export const DEFAULT_REPORT_PORT = 32766;
 const FIXED_HEADER_LEN = 12;
@@ -382,6 +382,7 @@ export class ReportSender {
     try {
       fd = udpOpen(address, d.spec.port, this.sendBufferBytes);
     } catch (err) {
+      if (!(err instanceof UdpError)) throw err; // not a socket error: a bug, not a collector's state
       d.counters.resolveErrors++;
       d.lastError = `connect ${address}:${d.spec.port}: ${errorText(err)}`;
       this.retryLater(d);

@@ -102,7 +102,7 @@ export class BenchDatapath {
 
   /** A reader that only counts (or hands batches to onBatch). */
   startReader(onBatch?: (view: bpf.EventView, records: number, lost: number) => void, opts?: bpf.ReaderOptions): void {
-    this.reader = new bpf.EventReader(this.obj.map('int_events'), (view, records, lost) => {
+    this.reader = new bpf.EventReader(this.obj.map(bpf.MapName.int_events), (view, records, lost) => {
       this.readerRecords += records;
       this.readerLost += lost;
       onBatch?.(view, records, lost);
@@ -129,7 +129,7 @@ export class BenchDatapath {
   }
 
   counters(): Record<bpf.CounterName, bigint> {
-    return bpf.readCounters(this.obj.map('int_counters'));
+    return bpf.readCounters(this.obj.map(bpf.MapName.int_counters));
   }
 
   /** Run time and run count of one of our programs (needs enableRunTimeStats while measuring). */

@@ -1,11 +1,8 @@
 // Issue 2 benchmarks: the datapath's per-packet cost from the kernel's BPF run-time statistics,
 // and TCP throughput and small-packet UDP rate through a routed veth path (pod -> node -> pod)
 // with our programs attached against the same path without them, alternating in one run.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as bpf from '../../bpf/index';
+import { testObject } from '../helpers/bpf';
 import { createNode, type Pod } from '../helpers/netns';
 import type { Scope } from '../helpers/scope';
 import { iperfTcp, udpFlood } from '../helpers/traffic';
@@ -41,18 +38,6 @@ function costRows(label: string, samples: CostSample[]): string[] {
   const both = median(samples.map((s) => s.ingressNs + s.egressNs));
   const runs = median(samples.map((s) => s.ingressRuns + s.egressRuns));
   return [label, String(samples.length), fmtInt(runs), fmt(ig), fmt(eg), fmt(both)];
-}
-
-/** Compiles the datapath with extra -D switches into a temp file (removed at exit). */
-function buildVariant(defines: string[]): string {
-  const root = join(__dirname, '..', '..');
-  const dir = mkdtempSync(join(tmpdir(), 'ihr-variant-'));
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const out = join(dir, 'datapath.bpf.o');
-  const multiarch = execFileSync('gcc', ['-print-multiarch'], { encoding: 'utf8' }).trim();
-  execFileSync('clang', ['-target', 'bpf', '-O2', '-g', ...defines, '-I', join(root, 'build', 'libbpf', 'include'),
-    '-I', join(root, 'bpf', 'progs'), '-idirafter', `/usr/include/${multiarch}`, '-c', join(root, 'bpf', 'progs', 'datapath.bpf.c'), '-o', out]);
-  return out;
 }
 
 /**
@@ -96,7 +81,7 @@ export async function benchDatapath(scope: Scope, o: DatapathBenchOptions, log: 
   // --- (a) per-packet cost --------------------------------------------------------------------
   // Each trial measures ours, then each reference program alone on the same hooks, so that drift
   // over the run touches all of them alike.
-  const probes = bpf.BpfObject.load(join(__dirname, '..', '..', 'build', 'test-bpf', 'cost-probes.bpf.o'));
+  const probes = bpf.BpfObject.load(testObject('cost-probes.bpf.o'));
   scope.defer('close cost probes', () => probes.close());
   const udpLoad = () => udpFlood(scope, { from: a, to: b, family: 4, flows: o.udpFlows, size: 64, durationMs: 3000 });
   const udpCost: CostSample[] = [];
@@ -162,10 +147,11 @@ export async function benchDatapath(scope: Scope, o: DatapathBenchOptions, log: 
       'read itself costs more (the kernel reads the TSC ordered: after earlier loads complete), for the reference as for ours.',
     ],
   });
-  // The alternative design, built from the same source with its switch, on the same hooks.
+  // The alternative design (test/bpf/datapath-lru.bpf.c: the product source with another
+  // in-flight table), on the same hooks.
   const variants: { label: string; ingress: number; egress: number }[] = [];
   for (const v of [
-    { label: 'shared LRU hash, insert at ingress, lookup + delete at egress', object: buildVariant(['-DMETA_LRU_HASH=1']) },
+    { label: 'shared LRU hash, insert at ingress, lookup + delete at egress', object: testObject('datapath-lru.bpf.o') },
   ]) {
     const alt = BenchDatapath.load(scope, {}, v.object);
     alt.startReader();

@@ -183,7 +183,7 @@ async function daemonRun(scope: Scope, o: PipelineBenchOptions, log: (s: string)
   const daemon = await DaemonProcess.start(scope, {
     collector: sink.address, dataInterface: pods.remote.dataIfname, watchlist: wl, extraArgs: ['--report-interval-ms', '0'],
     // Reconcile at the production period, not the tests' fast one: measure the daemon as it runs.
-    env: { INT_HOST_REPORTER_RECONCILE_MS: '30000' },
+    env: { INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '30000' },
   });
   for (const [pod, name] of [[pods.a, 'bench-a'], [pods.b, 'bench-b']] as const) {
     const r = cniAdd(daemon, pod, `cid-${name}-${scope.prefix}`, name);

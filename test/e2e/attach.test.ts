@@ -3,10 +3,11 @@
 // input fails cleanly with nothing left behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as bpf from '../../bpf/index';
+import { NetlinkError } from '../../netlink/index';
 import { withScope, createNode, runIn, sleep, type Pod } from '../helpers/netns';
 import { testPinRoot, testObject } from '../helpers/bpf';
 
@@ -75,11 +76,21 @@ for (const mode of ['tcx', 'tc'] as const) {
           assert.equal(during.clsact, false, 'TCX needs no qdisc');
           assert.equal(during.ingress[0].linkId, a1.linkId);
           assert.ok(existsSync(a1.linkPin!), 'the link is pinned');
+          const { id, progId, ifindex, direction } = bpf.pinnedLinkInfo(a2.linkPin!);
+          assert.deepEqual({ id, progId, ifindex, direction }, { id: a2.linkId, progId: eg.id, ifindex: pod.hostIfindex, direction: 'egress' });
         }
 
         // Attaching again is idempotent: still exactly one program per hook.
         bpf.attach(ing, pod.hostIfindex, 'ingress', { mode, linkPin: linkPin('ingress') });
         assert.equal(bpf.query(pod.hostIfindex, 'ingress').length, 1);
+        if (mode === 'tcx') {
+          // An upgrade: another program on the pinned link swaps the program, the link stays.
+          const up = bpf.attach(eg, pod.hostIfindex, 'ingress', { mode, linkPin: linkPin('ingress') });
+          assert.deepEqual([up.linkId, up.progId], [a1.linkId, eg.id]);
+          assert.deepEqual(bpf.query(pod.hostIfindex, 'ingress').map((h) => [h.linkId, h.progId]), [[a1.linkId, eg.id]]);
+          bpf.attach(ing, pod.hostIfindex, 'ingress', { mode, linkPin: linkPin('ingress') });
+          assert.equal(bpf.pinnedLinkInfo(a1.linkPin!).progId, ing.id);
+        }
 
         bpf.detach(a1);
         bpf.detach(a2);
@@ -128,10 +139,10 @@ for (const mode of ['tcx', 'tc'] as const) {
         const a = bpf.attach(ours.program(bpf.PROGRAMS.ingress), pod.hostIfindex, 'ingress', { mode });
         const hook = bpf.query(pod.hostIfindex, 'ingress');
         assert.deepEqual(hook.map((h) => [h.name, h.ours]), [['int_ingress', true], ['foreign_prog', false]], 'ours runs first');
-        const c0 = bpf.readCounters(ours.map('int_counters')).ingress_pkts;
+        const c0 = bpf.readCounters(ours.map(bpf.MapName.int_counters)).ingress_pkts;
         const tx = await phase('with ours');
         // Ours runs first, so it has counted each packet before the foreign program did.
-        assert.equal(bpf.readCounters(ours.map('int_counters')).ingress_pkts - c0, BigInt(tx), 'ours saw every packet too');
+        assert.equal(bpf.readCounters(ours.map(bpf.MapName.int_counters)).ingress_pkts - c0, BigInt(tx), 'ours saw every packet too');
         bpf.detach(a);
         await phase('after ours');
         assert.deepEqual(hookState(pod.hostIfindex), before, 'their program is untouched');
@@ -152,7 +163,7 @@ test('attach to an interface that does not exist fails with ENODEV and changes n
       const pin = join(dir, 'link');
       assert.throws(
         () => bpf.attach(obj.program(bpf.PROGRAMS.ingress), 999999, 'ingress', { mode, linkPin: pin }),
-        (e: unknown) => e instanceof bpf.BpfError && e.code === 'ENODEV' && /ifindex 999999/.test(e.message),
+        (e: unknown) => e instanceof NetlinkError && e.code === 'ENODEV' && e.message === 'link ifindex 999999: No such device (ENODEV)',
       );
       assert.equal(existsSync(pin), false);
     }
@@ -215,6 +226,8 @@ test('load-time constants: unknown names and values that do not fit are refused'
     () => bpf.BpfObject.load(undefined, { constants: { sample_bytes: 2n ** 40n } }),
     (e: unknown) => e instanceof bpf.BpfError && e.code === 'ERANGE',
   );
-  // The source of truth for the defaults is the object itself.
-  assert.match(readFileSync(join(__dirname, '../../bpf/progs/datapath.bpf.c'), 'utf8'), /sample_bytes = 128;/);
+  // The source of truth for the defaults is the object itself (its config header).
+  const progs = join(__dirname, '../../bpf/progs');
+  const sources = readdirSync(progs).filter((f) => /\.(c|h)$/.test(f)).map((f) => readFileSync(join(progs, f), 'utf8')).join('\n');
+  assert.match(sources, /sample_bytes = 128;/);
 });

@@ -63,13 +63,30 @@ describe('the built plugin and installer', () => {
     assert.deepEqual(report.checks.map((c) => [c.name, c.ok]), [['runtime', true], ['addon', true], ['bpf-object', true], ['self-contained', true]]);
     const dir = realpathSync(join(bin, 'int-host-reporter.d', build));
     assert.equal(report.checks[0].message, 'node v20.20.2 on x64', 'the official Node 20 runtime of the build');
-    assert.match(report.checks[1].message, /^loaded, libbpf v\d+\.\d+$/);
+    assert.equal(report.checks[1].message, 'loaded int_host_reporter.node and int_host_reporter_netlink.node, libbpf v1.5');
     assert.equal(report.checks[2].message, `${dir}/datapath.bpf.o opened (not loaded): 5 programs`);
     assert.equal(report.checks[3].message, `every executable mapping is under ${dir}`);
 
     const version = spawnSync(launcher, [], { env: { CNI_COMMAND: 'VERSION' }, cwd: '/', input: '{"cniVersion":"1.0.0"}', encoding: 'utf8', timeout: 30_000 });
     assert.equal(version.status, 0, version.stderr);
     assert.equal(version.stdout, `${JSON.stringify({ cniVersion: '1.0.0', supportedVersions: SUPPORTED_VERSIONS })}\n`);
+  });
+
+  test('--preflight fails when a native module is loaded from outside the build dir', () => {
+    const { build } = distLayout();
+    const bin = tempDir();
+    cpSync(DIST_CNI, bin, { recursive: true, verbatimSymlinks: true });
+    // The build lacks its netlink module; a copy sits where a source checkout's build keeps it.
+    const file = 'int_host_reporter_netlink.node';
+    const stray = join(bin, 'int-host-reporter.d', 'build', 'native', file);
+    mkdirSync(join(stray, '..'), { recursive: true });
+    cpSync(join(bin, 'int-host-reporter.d', build, file), stray);
+    unlinkSync(join(bin, 'int-host-reporter.d', build, file));
+    const pre = spawnSync(join(bin, 'int-host-reporter'), ['--preflight'], { env: {}, cwd: '/', encoding: 'utf8', timeout: 30_000 });
+    assert.equal(pre.status, 1, `--preflight exit 1: ${pre.stdout}${pre.stderr}`);
+    const report = JSON.parse(pre.stdout) as { ok: boolean; checks: { name: string; ok: boolean; message: string }[] };
+    const dir = realpathSync(join(bin, 'int-host-reporter.d', build));
+    assert.deepEqual(report.checks[1], { name: 'addon', ok: false, message: `loaded from outside ${dir}: ${stray}` });
   });
 
   test('the built installer installs dist/cni exactly, preflights it, chains it and says so', () => {

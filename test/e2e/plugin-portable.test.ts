@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withScope, createNode } from '../helpers/netns';
 import { DaemonProcess, ReportSink, pluginConfig, prevResultOf, type CniResult } from '../helpers/daemon';
 import { PLUGIN_DIST, PLUGIN_FILES, tempDir } from '../helpers/runtime';
+import { NATIVE_MODULES } from '../helpers/plugin-layout';
 import { requireTool } from '../helpers/traffic';
 import * as bpf from '../../bpf/index';
 import { PinLayout } from '../../bpf/pins';
@@ -118,7 +119,7 @@ test('the ELF files of dist/cni: a static launcher, and a runtime that needs onl
 
   assert.deepEqual(readdirSync(join(build, 'lib')).sort(), RUNTIME_LIBS);
   const elves = filesUnder(build).filter(isElf).map((f) => f.slice(build.length + 1));
-  assert.deepEqual(elves, ['datapath.bpf.o', 'int_host_reporter.node', ...RUNTIME_LIBS.map((l) => `lib/${l}`), 'node']);
+  assert.deepEqual(elves, ['datapath.bpf.o', ...NATIVE_MODULES, ...RUNTIME_LIBS.map((l) => `lib/${l}`), 'node']);
 
   const libc = versionsDefined(join(build, 'lib', 'libc.so.6'));
   const glibcMax = [...libc].filter((v) => v.startsWith('GLIBC_2.')).map(glibcVersion).reduce((a, b) => (newer(a, b) ? a : b));
@@ -139,10 +140,11 @@ test('the ELF files of dist/cni: a static launcher, and a runtime that needs onl
     }
     checked.push(rel);
   }
-  // node and the addon at least: were they really read?
-  assert.ok(versionsNeeded(join(build, 'node')).get('libc.so.6')!.length > 0, 'node needs versioned libc symbols');
-  assert.ok(versionsNeeded(join(build, 'int_host_reporter.node')).get('libc.so.6')!.length > 0, 'the addon needs versioned libc symbols');
-  assert.equal(checked.length, RUNTIME_LIBS.length + 2);
+  // node and the native modules at least: were they really read?
+  for (const f of ['node', ...NATIVE_MODULES]) {
+    assert.ok(versionsNeeded(join(build, f)).get('libc.so.6')!.length > 0, `${f} needs versioned libc symbols`);
+  }
+  assert.equal(checked.length, RUNTIME_LIBS.length + 1 + NATIVE_MODULES.length);
 });
 
 /**

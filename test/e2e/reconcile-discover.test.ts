@@ -11,6 +11,7 @@ import { DaemonProcess, ReportSink, cniAdd, watchlistFile } from '../helpers/dae
 import { FakeKubeApi, eventually, kubeconfigFor, makePod } from '../helpers/fake-kube-api';
 import { udpFlow, addrOf, type Family } from '../helpers/traffic';
 import * as bpf from '../../bpf/index';
+import * as netlink from '../../netlink/index';
 import { PROGRAMS } from '../../bpf/pins';
 import { IPPROTO } from '../../bpf/events';
 
@@ -42,9 +43,9 @@ test('reconcile attaches running pods the plugin never saw (routed and bridged),
     await ip(null, ['route', 'add', far.v4Cidr, 'dev', dummy]);
     const dummyIfindex = (await linkInfo(null, dummy)).ifindex;
     const farIp = far.v4(7);
-    assert.equal(bpf.routeOutputIfindex(farIp), dummyIfindex, 'the far pod IP routes to the ifb device');
-    assert.equal(bpf.routeOutputIfindex(a.ipv4), a.hostIfindex, 'the routed pod IP routes to its host veth');
-    assert.equal(bpf.routeOutputIfindex(b.ipv4), node.bridge!.ifindex, 'the bridged pod IP routes to the bridge');
+    assert.equal(netlink.routeOutputIfindex(farIp), dummyIfindex, 'the far pod IP routes to the ifb device');
+    assert.equal(netlink.routeOutputIfindex(a.ipv4), a.hostIfindex, 'the routed pod IP routes to its host veth');
+    assert.equal(netlink.routeOutputIfindex(b.ipv4), node.bridge!.ifindex, 'the bridged pod IP routes to the bridge');
 
     const api = await FakeKubeApi.start();
     scope.defer('close fake API server', () => void api.close());
@@ -65,7 +66,7 @@ test('reconcile attaches running pods the plugin never saw (routed and bridged),
     const wl = watchlistFile(scope, `rules:\n  - src-addr: ${a.ipv4}/32\n    dst-addr: ${b.ipv4}/32\n  - src-addr: ${a.ipv6}/128\n    dst-addr: ${b.ipv6}/128\n`);
     const daemon = await DaemonProcess.start(scope, {
       collector: sink.address, watchlist: wl, switchId: SWITCH_ID,
-      env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_MS: '200' },
+      env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '200' },
     });
 
     const atts = await eventually('both pods attached by reconcile', async () => {
@@ -133,7 +134,7 @@ test('a plugin ADD for a pod that discovery attached first replaces the discover
     api.addPod(makePod({ name: 'pod-a', nodeName: NODE, uid, podIPs: [a.ipv4, a.ipv6] }));
     const sink = await ReportSink.start(scope);
     const daemon = await DaemonProcess.start(scope, {
-      collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_MS: '200' },
+      collector: sink.address, env: { KUBECONFIG: kubeconfigFor(scope, api.url), INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '200' },
     });
     await eventually('pod-a attached by discovery', async () => {
       const r = await daemon.api<{ attachments: AttachmentJson[] }>('GET', '/v1/attachments');

@@ -63,7 +63,7 @@ test('programs removed by something else are re-attached; a foreign program on t
     const node = await createNode(scope);
     const a = await node.addPod();
     const sink = await ReportSink.start(scope);
-    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { INT_HOST_REPORTER_RECONCILE_MS: '200' } });
+    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '200' } });
     const cid = `cid-a-${scope.prefix}`;
     assert.equal(cniAdd(daemon, a, cid, 'pod-a').code, 0, 'CNI ADD');
 
@@ -228,7 +228,7 @@ test('restart: SIGTERM and SIGKILL keep attachments and records; reports flow ag
 test('a repair failing on every pass: state missing with the reason, retried and counted, one warning', async () => {
   await withScope(async (scope) => {
     const sink = await ReportSink.start(scope);
-    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { INT_HOST_REPORTER_RECONCILE_MS: '100' } });
+    const daemon = await DaemonProcess.start(scope, { collector: sink.address, env: { INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '100' } });
     // What the plugin reports when its attach failed; the netns is already gone, so no repair can work.
     const notice = { network: 'testnet', containerId: `cid-gone-${scope.prefix}`, ifname: 'eth0', netns: `/run/netns/${scope.name('gone', 40)}`,
       podNamespace: 'default', podName: 'pod-gone', error: 'attach failed: test' };

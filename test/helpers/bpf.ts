@@ -1,8 +1,10 @@
 // BPF helpers for tests: a bpffs directory of the test's own, removed on scope close, and the
 // paths of the test objects built from test/bpf/.
-import { existsSync, readdirSync, statSync, unlinkSync, rmdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureBpffs, detachPinnedLink } from '../../bpf/index';
+import { ensureBpffs } from '../../bpf/index';
+import { removePinTree } from '../../bpf/attachments';
 import type { Scope } from './scope';
 
 /** A fresh pin root under /sys/fs/bpf for this test; everything in it is detached and removed on close. */
@@ -14,27 +16,18 @@ export function testPinRoot(scope: Scope): string {
 }
 
 /** Removes a pin tree: link pins are detached first, then every pin and directory goes. */
-export function removePinTree(root: string): void {
-  if (!existsSync(root)) return;
-  for (const name of readdirSync(root)) {
-    const p = join(root, name);
-    if (statSync(p).isDirectory()) {
-      removePinTree(p);
-      continue;
-    }
-    try {
-      detachPinnedLink(p); // only links detach; other objects just lose their pin
-    } catch {
-      unlinkSync(p);
-    }
-    if (existsSync(p)) unlinkSync(p);
-  }
-  rmdirSync(root);
-}
+export { removePinTree };
+
+// test/bpf's objects are built by the test step, once per process
+let testObjectsBuilt = false;
 
 export function testObject(file: string): string {
+  if (!testObjectsBuilt) {
+    execFileSync(process.execPath, [join(__dirname, '..', 'bpf', 'build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
+    testObjectsBuilt = true;
+  }
   const p = join(__dirname, '..', '..', 'build', 'test-bpf', file);
-  if (!existsSync(p)) throw new Error(`${p} is missing: run "node build.mjs" first`);
+  if (!existsSync(p)) throw new Error(`${p} is missing: test/bpf/build.mjs did not build it`);
   return p;
 }
 

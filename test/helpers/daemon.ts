@@ -61,7 +61,7 @@ export interface DaemonOptions {
   /** existing run dir / pin root (a restart of the same daemon) */
   runDir?: string;
   pinRoot?: string;
-  /** extra environment (e.g. KUBECONFIG, INT_HOST_REPORTER_RECONCILE_MS), over the defaults */
+  /** extra environment (e.g. KUBECONFIG, INT_HOST_REPORTER_RECONCILE_INTERVAL_MS), over the defaults */
   env?: Record<string, string>;
   /** a command that execs node with the daemon's arguments (e.g. setpriv limiting capabilities) */
   launcher?: string[];
@@ -93,7 +93,7 @@ export class DaemonProcess {
     if (o.switchId !== undefined) args.push('--switch-id', String(o.switchId));
     args.push(...(o.extraArgs ?? []));
     const proc = scope.spawn(null, [...(o.launcher ?? []), process.execPath, ...args], {
-      env: { ...process.env, INT_HOST_REPORTER_RECONCILE_MS: '300', KUBECONFIG: '', NODE_NAME: '', ...o.env },
+      env: { ...process.env, INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '300', KUBECONFIG: '', NODE_NAME: '', ...o.env },
     });
     const d = new DaemonProcess(proc, runDir, pinRoot);
     await d.waitHealthy();

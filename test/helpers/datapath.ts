@@ -27,7 +27,7 @@ export class DatapathFixture {
     const obj = bpf.BpfObject.load(undefined, opts);
     const f = new DatapathFixture(obj);
     scope.defer('close datapath', () => f.close());
-    f.reader = new bpf.EventReader(obj.map('int_events'), (view, _records, lost) => {
+    f.reader = new bpf.EventReader(obj.map(bpf.MapName.int_events), (view, _records, lost) => {
       f.lost += lost;
       while (view.next()) f.events.push(view.toObject());
     });
@@ -58,7 +58,7 @@ export class DatapathFixture {
   }
 
   counters(): Record<bpf.CounterName, bigint> {
-    return bpf.readCounters(this.obj.map('int_counters'));
+    return bpf.readCounters(this.obj.map(bpf.MapName.int_counters));
   }
 
   /** Events whose post-NAT tuple is exactly t (ports only compared when given). */

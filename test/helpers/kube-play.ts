@@ -36,7 +36,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { requireTool } from './traffic';
 import { sleepSync } from './exec';
 import {
-  removeCgroupParents, runEnv, runEnvSync, snapshotCgroupParents, tempDir, type EnvRunResult,
+  removeCgroupParents, runEnv, runEnvSync, snapshotCgroupParents, tempDir, writePodmanConfig, type EnvRunResult,
 } from './runtime';
 import type { Scope } from './scope';
 
@@ -256,34 +256,14 @@ export class KubePlay {
 
   private constructor(readonly dir: string, sharedStore: string) {
     for (const d of ['root', 'runroot', 'tmp', 'net.d', 'yaml']) mkdirSync(join(dir, d));
-    const conf = join(dir, 'containers.conf');
-    writeFileSync(conf, [
-      '[containers]',
+    this.env = writePodmanConfig(dir, {
       // this machine's bounding set has no CAP_SYS_RESOURCE: runc cannot raise these limits
-      'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]',
-      '[network]',
-      'network_backend = "cni"',
+      containers: ['default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]'],
       // kube play writes a "podman-default-kube-network" config on first use: keep it here
-      `network_config_dir = ${JSON.stringify(join(dir, 'net.d'))}`,
-      '[engine]',
-      'cgroup_manager = "cgroupfs"',
-      'events_logger = "file"',
-      `events_logfile_path = ${JSON.stringify(join(dir, 'events.log'))}`,
-      'runtime = "runc"',
-      `tmp_dir = ${JSON.stringify(join(dir, 'tmp'))}`,
-      '',
-    ].join('\n'));
-    const storage = join(dir, 'storage.conf');
-    writeFileSync(storage, [
-      '[storage]',
-      'driver = "overlay"',
-      `runroot = ${JSON.stringify(join(dir, 'runroot'))}`,
-      `graphroot = ${JSON.stringify(join(dir, 'root'))}`,
-      '[storage.options]',
-      `additionalimagestores = [${JSON.stringify(sharedStore)}]`,
-      '',
-    ].join('\n'));
-    this.env = { ...process.env, CONTAINERS_CONF: conf, CONTAINERS_STORAGE_CONF: storage };
+      network: [`network_config_dir = ${JSON.stringify(join(dir, 'net.d'))}`],
+      driver: 'overlay',
+      storageOptions: [`additionalimagestores = [${JSON.stringify(sharedStore)}]`],
+    });
   }
 
   /** A private podman for kube play; `sharedStore` (default: the machine's graph root) is read-only. */

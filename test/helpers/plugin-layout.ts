@@ -13,6 +13,8 @@ export const ROOT = join(__dirname, '..', '..');
 export const DIST_CNI = join(ROOT, 'dist', 'cni');
 export const LAUNCHER = 'int-host-reporter';
 export const PLUGIN_DIR = 'int-host-reporter.d';
+/** The native modules in a build dir, sorted: the bpf addon and the netlink module (the daemon's udp module is not the plugin's). */
+export const NATIVE_MODULES = ['int_host_reporter.node', 'int_host_reporter_netlink.node'];
 
 /** The launcher and build dir of dist/cni; fails the test saying how to make them when missing. */
 export function distLayout(): { launcher: string; buildDir: string; build: string } {

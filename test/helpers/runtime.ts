@@ -32,7 +32,7 @@ import { requireTool } from './traffic';
 export const PLUGIN_DIST = join(__dirname, '..', '..', 'dist', 'cni');
 /** What the plugin needs in dist/cni: the launcher and the files of the build `current` names. */
 export const PLUGIN_FILES = ['int-host-reporter', ...[
-  'node', 'plugin.cjs', 'int_host_reporter.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2', 'lib/libc.so.6',
+  'node', 'plugin.cjs', 'int_host_reporter.node', 'int_host_reporter_netlink.node', 'datapath.bpf.o', 'lib/ld-linux-x86-64.so.2', 'lib/libc.so.6',
 ].map((f) => `int-host-reporter.d/current/${f}`)];
 export const PLUGIN_TYPE = 'int-host-reporter';
 export const SYSTEM_CNI_DIR = '/usr/lib/cni';
@@ -105,6 +105,40 @@ function waitForProcessesNaming(text: string, timeoutMs: number): void {
   });
   const until = Date.now() + timeoutMs;
   while (others().length > 0 && Date.now() < until) sleepSync(100);
+}
+
+/**
+ * containers.conf and storage.conf of a private podman whose state, temp files and events live
+ * under `dir` (root/, runroot/ and tmp/ must exist); returns the environment that selects them.
+ */
+export function writePodmanConfig(
+  dir: string,
+  o: { containers?: string[]; network: string[]; driver: 'vfs' | 'overlay'; storageOptions?: string[] },
+): NodeJS.ProcessEnv {
+  const conf = join(dir, 'containers.conf');
+  writeFileSync(conf, [
+    ...(o.containers ? ['[containers]', ...o.containers] : []),
+    '[network]',
+    'network_backend = "cni"',
+    ...o.network,
+    '[engine]',
+    'cgroup_manager = "cgroupfs"',
+    'events_logger = "file"',
+    `events_logfile_path = ${JSON.stringify(join(dir, 'events.log'))}`,
+    'runtime = "runc"',
+    `tmp_dir = ${JSON.stringify(join(dir, 'tmp'))}`,
+    '',
+  ].join('\n'));
+  const storage = join(dir, 'storage.conf');
+  writeFileSync(storage, [
+    '[storage]',
+    `driver = "${o.driver}"`,
+    `runroot = ${JSON.stringify(join(dir, 'runroot'))}`,
+    `graphroot = ${JSON.stringify(join(dir, 'root'))}`,
+    ...(o.storageOptions ? ['[storage.options]', ...o.storageOptions] : []),
+    '',
+  ].join('\n'));
+  return { ...process.env, CONTAINERS_CONF: conf, CONTAINERS_STORAGE_CONF: storage };
 }
 
 export function tempDir(scope: Scope, tag: string): string {
@@ -323,23 +357,14 @@ export class PodmanSession {
     this.netDir = join(dir, 'net.d');
     mkdirSync(this.netDir);
     for (const d of ['root', 'runroot', 'tmp']) mkdirSync(join(dir, d));
-    const conf = join(dir, 'containers.conf');
-    writeFileSync(conf, [
-      '[network]',
-      'network_backend = "cni"',
-      `cni_plugin_dirs = ${JSON.stringify([opts.pluginDir, SYSTEM_CNI_DIR])}`,
-      `network_config_dir = ${JSON.stringify(this.netDir)}`,
-      `default_network = "${scope.prefix}-none"`,
-      '[engine]',
-      'cgroup_manager = "cgroupfs"',
-      'events_logger = "file"',
-      `events_logfile_path = ${JSON.stringify(join(dir, 'events.log'))}`,
-      'runtime = "runc"',
-      `tmp_dir = ${JSON.stringify(join(dir, 'tmp'))}`,
-      '',
-    ].join('\n'));
-    this.env = { ...process.env, CONTAINERS_CONF: conf, CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf') };
-    writeFileSync(join(dir, 'storage.conf'), `[storage]\ndriver = "vfs"\nrunroot = ${JSON.stringify(join(dir, 'runroot'))}\ngraphroot = ${JSON.stringify(join(dir, 'root'))}\n`);
+    this.env = writePodmanConfig(dir, {
+      network: [
+        `cni_plugin_dirs = ${JSON.stringify([opts.pluginDir, SYSTEM_CNI_DIR])}`,
+        `network_config_dir = ${JSON.stringify(this.netDir)}`,
+        `default_network = "${scope.prefix}-none"`,
+      ],
+      driver: 'vfs',
+    });
     this.globals = ['--root', join(dir, 'root'), '--runroot', join(dir, 'runroot'), '--storage-driver', 'vfs'];
   }
 

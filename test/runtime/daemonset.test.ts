@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as bpf from '../../bpf/index';
 import { DEFAULT_BPFFS_ROOT, PinLayout, PROGRAMS } from '../../bpf/pins';
 import { listPodAttachments } from '../../bpf/attachments';
-import { DEFAULT_SOCKET_PATH } from '../../daemon/api/protocol';
+import { DEFAULT_SOCKET_PATH } from '../../protocol/endpoints';
 import { callApi } from '../../daemon/cli/client';
 import type { AttachmentRecord } from '../../daemon/agent/attachments';
 import { withScope, allocateSubnet, type Scope } from '../helpers/netns';

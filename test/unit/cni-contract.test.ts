@@ -1,16 +1,19 @@
-// Contract tests of the CNI plugin: the real plugin process (node --import tsx plugin/main.ts) with
-// real stdin/env/stdout/exit codes, a real HTTP daemon stand-in on a unix socket, a real spool on
-// disk. Only the datapath is a file-backed fake (INT_HOST_REPORTER_PLUGIN_FAKE_DATAPATH): these
-// tests are about the contract shape; the kernel side is tested with real veths elsewhere.
+// Contract tests of the CNI plugin: the built plugin (dist/cni: the launcher, its runtime and the
+// bundle, as a runtime execs it) with real stdin/env/stdout/exit codes, against real network
+// namespaces and veths, attaching for real under a pin root of each test's own (the plugin's
+// bpffsRoot), a real HTTP daemon stand-in on a unix socket and a real spool on disk. What the
+// datapath did is asked of the kernel and bpffs. Build first: node build.mjs bundle.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { build } from 'esbuild';
-import { readSpool, writeSpoolRecord, MAX_SPOOL_ENTRIES } from '../../plugin/spool';
+import { DROP_PROGRAM, PROGRAMS } from '../../bpf/pins';
+import { readSpool, writeSpoolRecord, MAX_SPOOL_ENTRIES } from '../../protocol/spool';
+import { Scope, createNetns, ip } from '../helpers/netns';
+import { distLayout } from '../helpers/plugin-layout';
 import {
-  CONTAINER_ID, FakeDaemon, fixture, HOST_VETH, type Json, NETNS, parseError, podmanAdd, prevResultFor, REPO, runPlugin,
-  Sandbox, type Version, VERSIONS,
+  CONTAINER_ID, createPodVeth, FakeDaemon, FIXTURE_HOST_VETH, fixture, type Json, ourPrograms, parseError, podmanAdd,
+  type PodVeth, prevResultFor, runPlugin, Sandbox, type Version, VERSIONS,
 } from '../fixtures/cni/harness';
 
 const NETWORK = 'ebpftest';
@@ -20,14 +23,15 @@ const SUPPORTED = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const PARALLEL = { concurrency: 6 };
 
-/** A sandbox, optionally with a listening daemon, removed after the test body. */
+/** A sandbox (by default with a pod of its own), optionally with a listening daemon, removed after the test body. */
 async function withSandbox(
   body: (sb: Sandbox, daemon: FakeDaemon | undefined) => Promise<void>,
-  options: { daemon?: boolean; state?: ConstructorParameters<typeof Sandbox>[0] } = {},
+  options: { daemon?: boolean; pod?: boolean | PodVeth } = {},
 ): Promise<void> {
-  const sb = new Sandbox(options.state);
-  const daemon = options.daemon ? await new FakeDaemon(sb.socketPath).listen() : undefined;
+  const sb = await Sandbox.create({ pod: options.pod });
+  let daemon: FakeDaemon | undefined;
   try {
+    daemon = options.daemon ? await new FakeDaemon(sb.socketPath).listen() : undefined;
     await body(sb, daemon);
   } finally {
     await daemon?.close();
@@ -35,15 +39,45 @@ async function withSandbox(
   }
 }
 
-function addNotice(extra: Json = {}): Json {
+/** A pod shared by the tests of one describe block that never attach to it or look at its hooks. */
+function sharedPod(): () => PodVeth {
+  const scope = new Scope();
+  let pod: PodVeth | undefined;
+  before(async () => { pod = await createPodVeth(scope); });
+  after(() => assert.deepEqual(scope.close(), []));
+  return () => pod!;
+}
+
+/** The ids of the pod programs the plugin pinned under the sandbox's root; fails when none are. */
+function programIds(sb: Sandbox): number[] {
+  const ids = sb.pinnedProgramIds();
+  assert.ok(ids, `no programs pinned under ${sb.pinRoot}`);
+  return [ids.ingress, ids.egress];
+}
+
+/** Our programs are on both hooks of the pod's host veth, once each, and pinned under the key. */
+function assertAttached(sb: Sandbox, keys = [KEY_TEXT]): void {
+  const [ingress, egress] = programIds(sb);
+  assert.deepEqual(ourPrograms(sb.pod.hostIfindex, 'ingress'), [{ mode: 'tcx', progId: ingress }]);
+  assert.deepEqual(ourPrograms(sb.pod.hostIfindex, 'egress'), [{ mode: 'tcx', progId: egress }]);
+  assert.deepEqual(sb.attachments(), keys);
+}
+
+/** Nothing of ours on the pod's host veth and no attachment pinned. */
+function assertDetached(sb: Sandbox): void {
+  assert.deepEqual([ourPrograms(sb.pod.hostIfindex, 'ingress'), ourPrograms(sb.pod.hostIfindex, 'egress')], [[], []]);
+  assert.deepEqual(sb.attachments(), []);
+}
+
+function addNotice(sb: Sandbox, extra: Json = {}): Json {
   return {
-    network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: NETNS, ...POD, ips: ['10.99.0.2'],
-    hostIfname: HOST_VETH.ifname, hostIfindex: HOST_VETH.ifindex, mode: 'tcx', programIds: [191, 192], ...extra,
+    network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: sb.netns, ...POD, ips: ['10.99.0.2'],
+    hostIfname: sb.pod.hostIfname, hostIfindex: sb.pod.hostIfindex, mode: 'tcx', programIds: programIds(sb), ...extra,
   };
 }
 
-function delNotice(extra: Json = {}): Json {
-  return { network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: NETNS, ...POD, ...extra };
+function delNotice(sb: Sandbox, extra: Json = {}): Json {
+  return { network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: sb.netns, ...POD, ...extra };
 }
 
 /** Removes attachedAt after checking it is an ISO time (the only field a test cannot predict). */
@@ -55,6 +89,27 @@ function withoutTime(notice: Json): Json {
 
 function expectedEcho(prevResult: Json, version: string): Json {
   return { ...prevResult, cniVersion: version };
+}
+
+/** ADD through the plugin; fails the test unless it attached. */
+async function addPod(sb: Sandbox, version: Version = '1.0.0'): Promise<void> {
+  const res = await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd(version, sb) });
+  assert.equal(res.code, 0, res.stdout + res.stderr);
+  assertAttached(sb);
+}
+
+/** A prevResult whose host interfaces do not include the pod's host veth (the fixture's names). */
+function foreignPrevResult(sb: Sandbox): Json {
+  const stdin = podmanAdd('1.0.0', sb);
+  stdin.prevResult.interfaces[1].name = FIXTURE_HOST_VETH;
+  return stdin;
+}
+
+/** A regular file where the plugin's bpffsRoot should be: nothing can be pinned under it. */
+function unusablePinRoot(sb: Sandbox): string {
+  const path = join(sb.dir, 'not-a-bpffs-dir');
+  writeFileSync(path, '');
+  return path;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -83,12 +138,14 @@ describe('CNI contract: VERSION', PARALLEL, () => {
     }
   });
   test('contract: VERSION touches no datapath, spool or daemon', () =>
-    withSandbox(async (sb) => {
-      const res = await runPlugin({ env: { CNI_COMMAND: 'VERSION', INT_HOST_REPORTER_PLUGIN_FAKE_DATAPATH: sb.stateFile }, stdin: { cniVersion: '1.0.0' } });
+    withSandbox(async (sb, daemon) => {
+      const res = await runPlugin({ env: sb.env('ADD', { CNI_COMMAND: 'VERSION' }), stdin: podmanAdd('1.0.0', sb) });
       assert.equal(res.code, 0);
-      assert.deepEqual(sb.state().calls, []);
+      assert.deepEqual(sb.pinned(), [], 'nothing pinned');
+      assertDetached(sb);
       assert.equal(existsSync(sb.spoolDir), false);
-    }));
+      assert.deepEqual(daemon!.received, []);
+    }, { daemon: true }));
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -101,13 +158,13 @@ describe('CNI contract: ADD echoes prevResult and attaches (every version)', PAR
         assert.equal(res.code, 0, res.stdout + res.stderr);
         // byte-equivalent: same keys in the same order, same values
         assert.equal(res.stdout, JSON.stringify(stdin.prevResult) + '\n');
-        assert.deepEqual(sb.state().calls, [`findHostVeth ${NETNS} eth0`, `attach ${KEY_TEXT}@19`]);
+        assertAttached(sb);
         assert.equal(daemon!.received.length, 1);
         const got = daemon!.received[0];
         assert.equal(got.method, 'POST');
         assert.equal(got.url, '/v1/cni/add');
         assert.equal(got.contentType, 'application/json');
-        assert.deepEqual(withoutTime(got.body), addNotice());
+        assert.deepEqual(withoutTime(got.body), addNotice(sb));
         assert.deepEqual(readSpool(sb.spoolDir), []);
         assert.equal(res.stderr, '');
       }, { daemon: true }));
@@ -115,33 +172,33 @@ describe('CNI contract: ADD echoes prevResult and attaches (every version)', PAR
 
   test('contract: ADD exact podman 1.0.0 stdin (capabilities, runtimeConfig, dns {}) echoes byte for byte', () =>
     withSandbox(async (sb) => {
-      const stdin = { ...fixture('podman-add-1.0.0.json'), ...sb.options() };
+      const stdin = sb.forPod({ ...fixture('podman-add-1.0.0.json'), ...sb.options() });
       const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.equal(res.code, 0);
-      assert.equal(res.stdout, JSON.stringify(fixture('podman-add-1.0.0.json').prevResult) + '\n');
+      assert.equal(res.stdout, JSON.stringify(sb.forPod(fixture('podman-add-1.0.0.json').prevResult)) + '\n');
       assert.deepEqual(JSON.parse(res.stdout).dns, {});
     }, { daemon: true }));
 
   test('contract: ADD forces the config cniVersion onto a prevResult of a sibling version (1.0.0 -> 1.1.0, 0.3.1 -> 0.4.0)', () =>
     withSandbox(async (sb) => {
       for (const [from, to] of [['1.0.0', '1.1.0'], ['0.3.1', '0.4.0'], ['0.4.0', '0.3.0']] as [Version, Version][]) {
-        const stdin = { ...podmanAdd(to, sb), prevResult: prevResultFor(from) };
+        const stdin = { ...podmanAdd(to, sb), prevResult: sb.forPod(prevResultFor(from)) };
         const res = await runPlugin({ env: sb.env('ADD'), stdin });
         assert.equal(res.code, 0);
-        assert.equal(res.stdout, JSON.stringify(expectedEcho(prevResultFor(from), to)) + '\n');
+        assert.equal(res.stdout, JSON.stringify(expectedEcho(sb.forPod(prevResultFor(from)), to)) + '\n');
       }
     }, { daemon: true }));
 
   test('contract: ADD converts a 1.x prevResult for a 0.4.0 config (adds ips[].version, drops mtu/socketPath/pciID)', () =>
     withSandbox(async (sb) => {
-      const prev = fixture('prevresult-1.1.0-dualstack.json');
+      const prev = sb.forPod(fixture('prevresult-1.1.0-dualstack.json'));
       const res = await runPlugin({ env: sb.env('ADD'), stdin: { ...podmanAdd('0.4.0', sb), prevResult: prev } });
       assert.equal(res.code, 0, res.stdout);
       assert.deepEqual(JSON.parse(res.stdout), {
         cniVersion: '0.4.0',
         interfaces: [
-          { name: 'vetha3083c04', mac: 'fe:e1:0c:0a:01:e1' },
-          { name: 'eth0', mac: '7a:af:d6:39:fd:e7', sandbox: NETNS },
+          { name: sb.pod.hostIfname, mac: 'fe:e1:0c:0a:01:e1' },
+          { name: 'eth0', mac: '7a:af:d6:39:fd:e7', sandbox: sb.netns },
         ],
         ips: [
           { version: '4', address: '10.99.0.7/24', gateway: '10.99.0.1', interface: 1 },
@@ -156,7 +213,7 @@ describe('CNI contract: ADD echoes prevResult and attaches (every version)', PAR
 
   test('contract: ADD converts a 0.4.0 prevResult for a 1.0.0 config (drops ips[].version, keeps the rest)', () =>
     withSandbox(async (sb) => {
-      const prev = fixture('prevresult-0.4.0.json');
+      const prev = sb.forPod(fixture('prevresult-0.4.0.json'));
       const res = await runPlugin({ env: sb.env('ADD'), stdin: { ...podmanAdd('1.0.0', sb), prevResult: prev } });
       assert.equal(res.code, 0, res.stdout);
       const expected = { ...prev, cniVersion: '1.0.0', ips: [{ address: '10.99.0.5/24', gateway: '10.99.0.1', interface: 2 }] };
@@ -165,7 +222,7 @@ describe('CNI contract: ADD echoes prevResult and attaches (every version)', PAR
 
   test('contract: ADD reports the pod IPs of CNI_IFNAME only (index into a sandboxed eth0, or no index)', () =>
     withSandbox(async (sb, daemon) => {
-      const prev = fixture('prevresult-1.1.0-dualstack.json');
+      const prev = sb.forPod(fixture('prevresult-1.1.0-dualstack.json'));
       const res = await runPlugin({ env: sb.env('ADD'), stdin: { ...podmanAdd('1.1.0', sb), prevResult: prev } });
       assert.equal(res.code, 0);
       assert.deepEqual(daemon!.received[0].body.ips, ['10.99.0.7', 'fd00:99::7', '192.0.2.9']);
@@ -182,8 +239,9 @@ describe('CNI contract: ADD echoes prevResult and attaches (every version)', PAR
         const res = await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd('1.0.0', sb) });
         assert.equal(res.code, 0);
       }
-      assert.equal(Object.keys(sb.state().attachments).length, 1);
+      assertAttached(sb); // one link per hook, not two
       assert.equal(daemon!.received.length, 2);
+      assert.deepEqual(daemon!.received.map((r) => r.body.programIds), [programIds(sb), programIds(sb)]);
     }, { daemon: true }));
 });
 
@@ -192,47 +250,58 @@ describe('CNI contract: DEL always succeeds with empty stdout', PARALLEL, () => 
   for (const version of VERSIONS) {
     test(`contract: DEL ${version} with prevResult detaches and notifies`, () =>
       withSandbox(async (sb, daemon) => {
+        await addPod(sb, version);
+        daemon!.received.length = 0;
         const res = await runPlugin({ env: sb.env('DEL'), stdin: podmanAdd(version, sb) });
         assert.deepEqual([res.code, res.stdout], [0, '']);
-        assert.deepEqual(sb.state().calls, [`detach ${KEY_TEXT}`]);
+        assertDetached(sb);
         assert.deepEqual(daemon!.received.map((r) => [r.method, r.url, r.contentType, r.body]),
-          [['POST', '/v1/cni/del', 'application/json', delNotice()]]);
+          [['POST', '/v1/cni/del', 'application/json', delNotice(sb)]]);
         assert.deepEqual(readSpool(sb.spoolDir), []);
       }, { daemon: true }));
 
     test(`contract: DEL ${version} without prevResult, with empty CNI_NETNS, repeated 3 times`, () =>
       withSandbox(async (sb, daemon) => {
+        await addPod(sb);
+        daemon!.received.length = 0;
         const stdin = { ...fixture('podman-del-no-prevresult-1.0.0.json'), cniVersion: version, ...sb.options() };
         for (let i = 0; i < 3; i++) {
           const res = await runPlugin({ env: sb.env('DEL', { CNI_NETNS: '' }), stdin });
           assert.deepEqual([res.code, res.stdout], [0, '']);
+          assertDetached(sb); // from the key alone
         }
-        const { netns: _none, ...withoutNetns } = delNotice();
+        const { netns: _none, ...withoutNetns } = delNotice(sb);
         assert.deepEqual(daemon!.received.map((r) => r.body), [withoutNetns, withoutNetns, withoutNetns]);
       }, { daemon: true }));
   }
 
   test('contract: DEL with CNI_NETNS unset, a netns that does not exist, and a veth that is gone', () =>
     withSandbox(async (sb) => {
+      await addPod(sb);
+      await ip(null, ['link', 'del', 'dev', sb.pod.hostIfname]); // the pod's veth pair goes with it
       const stdin = { ...fixture('podman-del-no-prevresult-1.0.0.json'), ...sb.options() };
-      for (const env of [sb.env('DEL', { CNI_NETNS: undefined }), sb.env('DEL', { CNI_NETNS: '/run/netns/gone-long-ago' })]) {
+      const gone = `/run/netns/${sb.scope.name('gone', 64)}`;
+      for (const env of [sb.env('DEL', { CNI_NETNS: undefined }), sb.env('DEL', { CNI_NETNS: gone })]) {
         const res = await runPlugin({ env, stdin });
         assert.deepEqual([res.code, res.stdout], [0, '']);
+        assert.deepEqual(sb.attachments(), [], 'the pins of the attachment are gone');
       }
-    }, { daemon: true, state: { veths: {} } }));
+    }, { daemon: true }));
 
-  test('contract: DEL succeeds when detach fails and the daemon is down (both spooled)', () =>
+  test('contract: DEL succeeds when detach fails (a pin root that is a file) and the daemon is down (both spooled)', () =>
     withSandbox(async (sb) => {
-      const res = await runPlugin({ env: sb.env('DEL'), stdin: podmanAdd('1.0.0', sb) });
+      const root = unusablePinRoot(sb);
+      const res = await runPlugin({ env: sb.env('DEL'), stdin: podmanAdd('1.0.0', sb, { bpffsRoot: root }) });
       assert.deepEqual([res.code, res.stdout], [0, '']);
       const [entry, ...rest] = readSpool(sb.spoolDir);
       assert.deepEqual(rest, []);
       assert.equal(entry.op, 'del');
-      assert.deepEqual(entry.notice, delNotice({ error: 'detach failed: bpffs is read-only' }));
+      const detachError = `detach failed: ENOTDIR: not a directory, scandir '${root}/links/cni/${KEY_TEXT}'`;
+      assert.deepEqual(entry.notice, delNotice(sb, { error: detachError }));
       assert.equal(entry.reasons.length, 2);
-      assert.equal(entry.reasons[0], 'detach failed: bpffs is read-only');
+      assert.equal(entry.reasons[0], detachError);
       assert.match(entry.reasons[1], /^notify failed: cannot reach the daemon at .*daemon\.sock: connect ENOENT/);
-    }, { state: { fail: { detach: 'bpffs is read-only' } } }));
+    }));
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -240,10 +309,10 @@ describe('CNI contract: CHECK', PARALLEL, () => {
   for (const version of ['0.4.0', '1.0.0', '1.1.0'] as Version[]) {
     test(`contract: CHECK ${version} after ADD succeeds with empty stdout`, () =>
       withSandbox(async (sb) => {
-        assert.equal((await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd(version, sb) })).code, 0);
+        await addPod(sb, version);
         const res = await runPlugin({ env: sb.env('CHECK'), stdin: podmanAdd(version, sb) });
         assert.deepEqual([res.code, res.stdout], [0, '']);
-        assert.equal(sb.state().calls.at(-1), `isAttached ${KEY_TEXT}@19`);
+        assertAttached(sb);
       }, { daemon: true }));
   }
   for (const version of ['0.3.0', '0.3.1'] as Version[]) {
@@ -255,7 +324,7 @@ describe('CNI contract: CHECK', PARALLEL, () => {
           cniVersion: version, code: 1, msg: 'config version does not allow CHECK',
           details: `config is "${version}", CHECK needs cniVersion 0.4.0 or later`,
         });
-        assert.deepEqual(sb.state().calls, []);
+        assert.deepEqual(sb.pinned(), [], 'nothing pinned');
       }));
   }
   test('contract: CHECK when our programs are not attached -> code 101 naming the veth', () =>
@@ -264,25 +333,26 @@ describe('CNI contract: CHECK', PARALLEL, () => {
       assert.equal(res.code, 1);
       assert.deepEqual(parseError(res.stdout), {
         cniVersion: '1.0.0', code: 101, msg: 'int-host-reporter programs are not attached to the host veth',
-        details: `vetha3083c04 (ifindex 19) for ${KEY_TEXT}`,
+        details: `${sb.pod.hostIfname} (ifindex ${sb.pod.hostIfindex}) for ${KEY_TEXT}`,
       });
     }));
-  test('contract: CHECK when the host veth cannot be found -> code 100', () =>
+  test('contract: CHECK when the host veth cannot be found (no such interface in the netns) -> code 100', () =>
     withSandbox(async (sb) => {
-      const res = await runPlugin({ env: sb.env('CHECK'), stdin: podmanAdd('1.0.0', sb) });
+      const res = await runPlugin({ env: sb.env('CHECK', { CNI_IFNAME: 'eth1' }), stdin: podmanAdd('1.0.0', sb) });
       assert.deepEqual(parseError(res.stdout), {
         cniVersion: '1.0.0', code: 100, msg: 'cannot find the host veth of the pod interface',
-        details: `eth0 in ${NETNS}: no interface eth0 in netns ${NETNS}`,
+        details: `eth1 in ${sb.netns}: link eth1 in netns ${sb.netns}: No such device (ENODEV)`,
       });
-    }, { state: { veths: {} } }));
+    }));
   test('contract: CHECK when the peer is not among prevResult host interfaces -> code 100', () =>
     withSandbox(async (sb) => {
-      const res = await runPlugin({ env: sb.env('CHECK'), stdin: podmanAdd('1.0.0', sb) });
+      await addPod(sb);
+      const res = await runPlugin({ env: sb.env('CHECK'), stdin: foreignPrevResult(sb) });
       assert.deepEqual(parseError(res.stdout), {
         cniVersion: '1.0.0', code: 100, msg: 'host veth does not match prevResult',
-        details: "host veth veth0ther (ifindex 23) is not among prevResult's host interfaces [cni-ebpft0, vetha3083c04]",
+        details: `host veth ${sb.pod.hostIfname} (ifindex ${sb.pod.hostIfindex}) is not among prevResult's host interfaces [cni-ebpft0, ${FIXTURE_HOST_VETH}]`,
       });
-    }, { state: { veths: { [`${NETNS}|eth0`]: { ifindex: 23, ifname: 'veth0ther', kind: 'veth' } } } }));
+    }));
   test('contract: CHECK without prevResult -> code 7', () =>
     withSandbox(async (sb) => {
       const { prevResult: _p, ...stdin } = podmanAdd('1.0.0', sb);
@@ -319,7 +389,7 @@ describe('CNI contract: STATUS (1.1.0)', PARALLEL, () => {
     withSandbox(async (sb) => {
       const res = await runPlugin({ env: { CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', ...sb.options() } });
       assert.deepEqual([res.code, res.stdout], [0, '']);
-    }));
+    }, { pod: false }));
   test('contract: STATUS with failurePolicy closed and the daemon down -> code 50', () =>
     withSandbox(async (sb) => {
       const res = await runPlugin({ env: { CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', failurePolicy: 'closed', ...sb.options() } });
@@ -327,12 +397,12 @@ describe('CNI contract: STATUS (1.1.0)', PARALLEL, () => {
       const err = parseError(res.stdout);
       assert.deepEqual([err.cniVersion, err.code, err.msg], ['1.1.0', 50, 'int-host-reporter daemon is not reachable']);
       assert.equal(err.details, `cannot connect to ${sb.socketPath}: connect ENOENT ${sb.socketPath}; with failurePolicy "closed" ADD would fail`);
-    }));
+    }, { pod: false }));
   test('contract: STATUS with failurePolicy closed and the daemon up exits 0', () =>
     withSandbox(async (sb) => {
       const res = await runPlugin({ env: { CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', failurePolicy: 'closed', ...sb.options() } });
       assert.deepEqual([res.code, res.stdout], [0, '']);
-    }, { daemon: true }));
+    }, { daemon: true, pod: false }));
   for (const version of ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] as Version[]) {
     test(`contract: STATUS on a ${version} config -> code 1`, async () => {
       const res = await runPlugin({ env: { CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, stdin: { cniVersion: version, name: NETWORK, type: 'int-host-reporter' } });
@@ -345,76 +415,105 @@ describe('CNI contract: STATUS (1.1.0)', PARALLEL, () => {
 
 // ---------------------------------------------------------------------------------------------
 describe('CNI contract: GC (1.1.0)', PARALLEL, () => {
-  function attachment(containerId: string): Json {
-    return { key: { network: NETWORK, containerId, ifname: 'eth0' }, hostIfindex: 30, mode: 'tcx', programIds: [1] };
+  const HELD = [[NETWORK, 'keep-one'], [NETWORK, 'stale-two'], ['othernet', 'stale-two']] as const;
+
+  /**
+   * The attachments GC starts from, made by real ADDs under the sandbox's pin root, one pod each.
+   * The setup ADDs get a spool and socket of their own, so the test's spool and daemon see only GC.
+   * Returns the pod of each key.
+   */
+  async function holdAttachments(sb: Sandbox): Promise<Map<string, PodVeth>> {
+    const pods = new Map<string, PodVeth>();
+    for (const [network, containerId] of HELD) {
+      const pod = await createPodVeth(sb.scope);
+      const stdin = {
+        cniVersion: '1.0.0', name: network, type: 'int-host-reporter', bpffsRoot: sb.pinRoot,
+        spoolDir: join(sb.dir, 'setup-spool'), socketPath: join(sb.dir, 'setup.sock'),
+        prevResult: { cniVersion: '1.0.0', interfaces: [{ name: pod.hostIfname }, { name: 'eth0', sandbox: pod.netns }], ips: [] },
+      };
+      const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: containerId, CNI_NETNS: pod.netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' };
+      const res = await runPlugin({ env, stdin });
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      pods.set(`${network}/${containerId}/eth0`, pod);
+    }
+    assert.deepEqual(sb.attachments(), [...pods.keys()].sort());
+    return pods;
   }
-  const heldState = {
-    attachments: {
-      [`${NETWORK}/keep-one/eth0`]: attachment('keep-one'),
-      [`${NETWORK}/stale-two/eth0`]: attachment('stale-two'),
-      ['othernet/stale-two/eth0']: { ...attachment('stale-two'), key: { network: 'othernet', containerId: 'stale-two', ifname: 'eth0' } },
-    },
-  };
-  const gcEnv = (sb: Sandbox): Json => ({ CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin', INT_HOST_REPORTER_PLUGIN_FAKE_DATAPATH: sb.stateFile });
+
+  /** Keys whose pod still has our programs on its host veth, asked of the kernel. */
+  function hooked(pods: Map<string, PodVeth>): string[] {
+    return [...pods].filter(([, pod]) => ourPrograms(pod.hostIfindex, 'ingress').length + ourPrograms(pod.hostIfindex, 'egress').length === 2)
+      .map(([key]) => key).sort();
+  }
+
+  const gcEnv: Json = { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' };
 
   for (const keys of [['cni.dev/valid-attachments', 'cni.dev/attachments'], ['cni.dev/valid-attachments'], ['cni.dev/attachments']]) {
     test(`contract: GC with ${keys.join(' + ')} removes only this network's stale attachments and spool records`, () =>
       withSandbox(async (sb, daemon) => {
+        const pods = await holdAttachments(sb);
         const gc = fixture('gc-1.1.0.json');
         for (const k of ['cni.dev/valid-attachments', 'cni.dev/attachments']) if (!keys.includes(k)) delete gc[k];
         writeSpoolRecord(sb.spoolDir, 'add', { network: NETWORK, containerId: 'spooled-three', ifname: 'eth0' }, ['notify failed']);
         writeSpoolRecord(sb.spoolDir, 'add', { network: NETWORK, containerId: 'keep-one', ifname: 'eth0' }, ['notify failed']);
-        const res = await runPlugin({ env: gcEnv(sb), stdin: { ...gc, ...sb.options() } });
+        const res = await runPlugin({ env: gcEnv, stdin: { ...gc, ...sb.options() } });
         assert.deepEqual([res.code, res.stdout], [0, '']);
-        assert.deepEqual(Object.keys(sb.state().attachments).sort(), [`${NETWORK}/keep-one/eth0`, 'othernet/stale-two/eth0']);
-        assert.deepEqual(sb.state().calls, [
-          `listAttachments ${NETWORK}`, `detach ${NETWORK}/stale-two/eth0`, `detach ${NETWORK}/spooled-three/eth0`,
-        ]);
+        assert.deepEqual(sb.attachments(), [`${NETWORK}/keep-one/eth0`, 'othernet/stale-two/eth0']);
+        assert.deepEqual(hooked(pods), [`${NETWORK}/keep-one/eth0`, 'othernet/stale-two/eth0']);
+        // released in order: the attachments held in bpffs, then the spooled ones
         assert.deepEqual(daemon!.received.map((r) => [r.url, r.body]), [
           ['/v1/cni/del', { network: NETWORK, containerId: 'stale-two', ifname: 'eth0' }],
           ['/v1/cni/del', { network: NETWORK, containerId: 'spooled-three', ifname: 'eth0' }],
         ]);
         assert.deepEqual(readSpool(sb.spoolDir).map((e) => e.key.containerId), ['keep-one']);
-      }, { daemon: true, state: heldState }));
+      }, { daemon: true, pod: false }));
   }
 
   test('contract: GC with the daemon down turns stale ADD repairs into DEL records', () =>
     withSandbox(async (sb) => {
+      await holdAttachments(sb);
       writeSpoolRecord(sb.spoolDir, 'add', { network: NETWORK, containerId: 'stale-two', ifname: 'eth0' }, ['notify failed']);
-      const res = await runPlugin({ env: gcEnv(sb), stdin: { ...fixture('gc-1.1.0.json'), ...sb.options() } });
+      const res = await runPlugin({ env: gcEnv, stdin: { ...fixture('gc-1.1.0.json'), ...sb.options() } });
       assert.deepEqual([res.code, res.stdout], [0, '']);
       const entries = readSpool(sb.spoolDir);
       assert.deepEqual(entries.map((e) => [e.op, e.key.containerId]), [['del', 'stale-two']]);
-    }, { state: heldState }));
+      assert.deepEqual(sb.attachments(), [`${NETWORK}/keep-one/eth0`, 'othernet/stale-two/eth0']);
+    }, { pod: false }));
 
   test('contract: GC with an empty list (or null) releases everything of the network', () =>
     withSandbox(async (sb) => {
+      const pods = await holdAttachments(sb);
       const stdin = { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', 'cni.dev/valid-attachments': null, 'cni.dev/attachments': [], ...sb.options() };
-      const res = await runPlugin({ env: gcEnv(sb), stdin });
+      const res = await runPlugin({ env: gcEnv, stdin });
       assert.deepEqual([res.code, res.stdout], [0, '']);
-      assert.deepEqual(Object.keys(sb.state().attachments), ['othernet/stale-two/eth0']);
-    }, { daemon: true, state: heldState }));
+      assert.deepEqual(sb.attachments(), ['othernet/stale-two/eth0']);
+      assert.deepEqual(hooked(pods), ['othernet/stale-two/eth0']);
+    }, { daemon: true, pod: false }));
 
   test('contract: GC without either list removes nothing', () =>
-    withSandbox(async (sb) => {
-      const res = await runPlugin({ env: gcEnv(sb), stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', ...sb.options() } });
+    withSandbox(async (sb, daemon) => {
+      const pods = await holdAttachments(sb);
+      const res = await runPlugin({ env: gcEnv, stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', ...sb.options() } });
       assert.deepEqual([res.code, res.stdout], [0, '']);
-      assert.equal(Object.keys(sb.state().attachments).length, 3);
-      assert.deepEqual(sb.state().calls, []);
-    }, { daemon: true, state: heldState }));
+      assert.equal(sb.attachments().length, 3);
+      assert.equal(hooked(pods).length, 3);
+      assert.deepEqual(daemon!.received, []);
+    }, { daemon: true, pod: false }));
 
   test('contract: GC with a malformed list -> code 7 naming the key and entry', () =>
     withSandbox(async (sb) => {
+      const pods = await holdAttachments(sb);
       for (const [list, msg] of [
         [{ containerID: 'x' }, 'field "cni.dev/valid-attachments" must be an array'],
         [[{ containerID: 'x', ifname: 'eth0' }, { containerID: 5, ifname: 'eth0' }], 'field "cni.dev/valid-attachments"[1] must be {"containerID": string, "ifname": string}'],
       ] as [Json, string][]) {
-        const res = await runPlugin({ env: gcEnv(sb), stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', 'cni.dev/valid-attachments': list } });
+        const res = await runPlugin({ env: gcEnv, stdin: { cniVersion: '1.1.0', name: NETWORK, type: 'int-host-reporter', 'cni.dev/valid-attachments': list, ...sb.options() } });
         const err = parseError(res.stdout);
         assert.deepEqual([res.code, err.code, err.msg], [1, 7, msg]);
       }
-      assert.equal(Object.keys(sb.state().attachments).length, 3);
-    }, { state: heldState }));
+      assert.equal(sb.attachments().length, 3);
+      assert.equal(hooked(pods).length, 3);
+    }, { pod: false }));
 
   for (const version of ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] as Version[]) {
     test(`contract: GC on a ${version} config -> code 1`, async () => {
@@ -428,6 +527,8 @@ describe('CNI contract: GC (1.1.0)', PARALLEL, () => {
 
 // ---------------------------------------------------------------------------------------------
 describe('CNI contract: malformed input gives the exact error code on stdout', PARALLEL, () => {
+  // Nothing here gets as far as attaching (but the last test, under its own pin root): one pod for all.
+  const pod = sharedPod();
   const base = (): Json => ({ ...fixture('podman-add-1.0.0.json') });
   const without = (key: string): Json => { const c = base(); delete c[key]; return c; };
   const versionDetails = (shown: string): string => `config is ${shown}, plugin supports [0.3.0 0.3.1 0.4.0 1.0.0 1.1.0]`;
@@ -474,8 +575,8 @@ describe('CNI contract: malformed input gives the exact error code on stdout', P
         assert.equal(err.msg, c.msg);
         assert.equal(err.details, c.details);
         assert.equal(err.cniVersion, c.cniVersion ?? '1.0.0');
-        assert.deepEqual(sb.state().calls, [], 'a bad request touches nothing');
-      }));
+        assert.deepEqual(sb.pinned(), [], 'a bad request touches nothing');
+      }, { pod: pod() }));
   }
 
   const envCases: { name: string; env: (sb: Sandbox) => Json; code: number; msg: string; details?: string }[] = [
@@ -501,8 +602,8 @@ describe('CNI contract: malformed input gives the exact error code on stdout', P
         const err = parseError(res.stdout);
         assert.deepEqual([err.code, err.msg], [c.code, c.msg]);
         if (c.details !== undefined) assert.equal(err.details, c.details);
-        assert.deepEqual(sb.state().calls, []);
-      }));
+        assert.deepEqual(sb.pinned(), [], 'a bad request touches nothing');
+      }, { pod: pod() }));
   }
 
   test('contract: DEL with a bad config still reports the config error (not a resource problem)', () =>
@@ -510,7 +611,7 @@ describe('CNI contract: malformed input gives the exact error code on stdout', P
       const res = await runPlugin({ env: sb.env('DEL'), stdin: { ...podmanAdd('1.0.0', sb), failurePolicy: 'never' } });
       assert.equal(res.code, 1);
       assert.equal(parseError(res.stdout).code, 2);
-    }));
+    }, { pod: pod() }));
 
   test('contract: unknown fields, capabilities, args and runtimeConfig are accepted', () =>
     withSandbox(async (sb) => {
@@ -518,7 +619,7 @@ describe('CNI contract: malformed input gives the exact error code on stdout', P
       const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.equal(res.code, 0, res.stdout);
       assert.equal(res.stdout, JSON.stringify(stdin.prevResult) + '\n');
-    }, { daemon: true }));
+    }, { daemon: true, pod: pod() }));
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -528,10 +629,11 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       const stdin = podmanAdd('1.0.0', sb);
       const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.deepEqual([res.code, res.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
+      assertAttached(sb);
       const [entry, ...rest] = readSpool(sb.spoolDir);
       assert.deepEqual(rest, []);
       assert.deepEqual([entry.version, entry.op, entry.key], [1, 'add', { network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0' }]);
-      assert.deepEqual(withoutTime(entry.notice), addNotice());
+      assert.deepEqual(withoutTime(entry.notice), addNotice(sb));
       assert.deepEqual(entry.reasons, [`notify failed: cannot reach the daemon at ${sb.socketPath}: connect ENOENT ${sb.socketPath}`]);
       assert.match(entry.writtenAt, ISO_TIME);
       assert.deepEqual(readdirSync(sb.spoolDir), [entry.file], 'no tmp or lock file left behind');
@@ -539,38 +641,46 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       assert.deepEqual([log.level, log.msg], ['warn', 'telemetry setup incomplete; pod networking unaffected (failurePolicy open)']);
     }));
 
-  test('contract: ADD with a failing attach still prints prevResult; the daemon gets the error and the spool a record', () =>
+  test('contract: ADD with a pin root that cannot be used (a file) still prints prevResult; the daemon gets the error and the spool a record', () =>
     withSandbox(async (sb, daemon) => {
-      const stdin = podmanAdd('0.4.0', sb);
+      const root = unusablePinRoot(sb);
+      const stdin = podmanAdd('0.4.0', sb, { bpffsRoot: root });
       const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.deepEqual([res.code, res.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
-      const expected = { network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: NETNS, ...POD, ips: ['10.99.0.2'], hostIfname: 'vetha3083c04', hostIfindex: 19, error: 'attach failed: TCX not supported' };
+      const error = `attach failed: ENOTDIR: not a directory, scandir '${root}/progs'`;
+      const expected = { network: NETWORK, containerId: CONTAINER_ID, ifname: 'eth0', netns: sb.netns, ...POD, ips: ['10.99.0.2'], hostIfname: sb.pod.hostIfname, hostIfindex: sb.pod.hostIfindex, error };
       assert.deepEqual(daemon!.received.map((r) => r.body), [expected]);
-      assert.deepEqual(readSpool(sb.spoolDir).map((e) => [e.op, e.notice, e.reasons]), [['add', expected, ['attach failed: TCX not supported']]]);
-    }, { daemon: true, state: { fail: { attach: 'TCX not supported' } } }));
+      assert.deepEqual(readSpool(sb.spoolDir).map((e) => [e.op, e.notice, e.reasons]), [['add', expected, [error]]]);
+      assertDetached(sb);
+    }, { daemon: true }));
 
   test('contract: ADD whose host peer is not in prevResult does not attach, fails open', () =>
     withSandbox(async (sb, daemon) => {
-      const res = await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd('1.0.0', sb) });
+      const res = await runPlugin({ env: sb.env('ADD'), stdin: foreignPrevResult(sb) });
       assert.equal(res.code, 0);
-      assert.deepEqual(sb.state().calls, [`findHostVeth ${NETNS} eth0`]);
-      assert.equal(daemon!.received[0].body.error, "attach failed: host veth veth0ther (ifindex 23) is not among prevResult's host interfaces [cni-ebpft0, vetha3083c04]");
+      assert.equal(daemon!.received[0].body.error, `attach failed: host veth ${sb.pod.hostIfname} (ifindex ${sb.pod.hostIfindex}) is not among prevResult's host interfaces [cni-ebpft0, ${FIXTURE_HOST_VETH}]`);
       assert.equal(readSpool(sb.spoolDir).length, 1);
-    }, { daemon: true, state: { veths: { [`${NETNS}|eth0`]: { ifindex: 23, ifname: 'veth0ther', kind: 'veth' } } } }));
+      assertDetached(sb);
+      assert.deepEqual(sb.pinned(), [], 'nothing pinned');
+    }, { daemon: true }));
 
-  test('contract: ADD whose host peer is not a veth fails open', () =>
+  test('contract: ADD whose pod interface is not a veth (a bridge named eth0) fails open', () =>
     withSandbox(async (sb, daemon) => {
-      const res = await runPlugin({ env: sb.env('ADD'), stdin: podmanAdd('1.0.0', sb) });
+      const netns = await createNetns(sb.scope);
+      await ip(netns, ['link', 'add', 'eth0', 'type', 'bridge']);
+      const res = await runPlugin({ env: sb.env('ADD', { CNI_NETNS: `/run/netns/${netns}` }), stdin: podmanAdd('1.0.0', sb) });
       assert.equal(res.code, 0);
-      assert.equal(daemon!.received[0].body.error, 'attach failed: peer vetha3083c04 (ifindex 19) is a macvlan link, not a veth');
-    }, { daemon: true, state: { veths: { [`${NETNS}|eth0`]: { ...HOST_VETH, kind: 'macvlan' } } } }));
+      assert.equal(daemon!.received[0].body.error, `attach failed: eth0 in /run/netns/${netns} is a bridge, not a veth`);
+      assert.deepEqual(sb.pinned(), [], 'nothing pinned');
+    }, { daemon: true, pod: false }));
 
-  test('contract: ADD whose netns lookup fails (e.g. real datapath unavailable) fails open', () =>
+  test('contract: ADD whose netns does not exist fails open', () =>
     withSandbox(async (sb) => {
       const stdin = podmanAdd('1.1.0', sb);
-      const res = await runPlugin({ env: sb.env('ADD', { CNI_NETNS: '/proc/4242/ns/net' }), stdin });
+      const gone = `/run/netns/${sb.scope.name('gone', 64)}`;
+      const res = await runPlugin({ env: sb.env('ADD', { CNI_NETNS: gone }), stdin });
       assert.deepEqual([res.code, res.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
-      assert.equal(readSpool(sb.spoolDir)[0].notice.error, 'attach failed: no interface eth0 in netns /proc/4242/ns/net');
+      assert.equal(readSpool(sb.spoolDir)[0].notice.error, `attach failed: open netns ${gone}: No such file or directory (ENOENT)`);
     }));
 
   test('contract: ADD with failurePolicy closed and the daemon down -> code 11, nothing spooled', () =>
@@ -597,6 +707,7 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       const stdin = podmanAdd('1.0.0', sb, { failurePolicy: 'closed' });
       const res = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.deepEqual([res.code, res.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
+      assertAttached(sb);
     }, { daemon: true }));
 
   test('contract: ADD against a daemon that never answers gives up within the 1 s budget and spools', () =>
@@ -614,7 +725,8 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       assert.deepEqual(readSpool(sb.spoolDir).map((e) => e.op), ['add']);
       assert.equal((await runPlugin({ env: sb.env('DEL'), stdin: podmanAdd('1.0.0', sb) })).code, 0);
       const [entry] = readSpool(sb.spoolDir);
-      assert.deepEqual([readSpool(sb.spoolDir).length, entry.op, entry.notice], [1, 'del', delNotice()]);
+      assert.deepEqual([readSpool(sb.spoolDir).length, entry.op, entry.notice], [1, 'del', delNotice(sb)]);
+      assertDetached(sb);
       const daemon = await new FakeDaemon(sb.socketPath).listen();
       try {
         assert.equal((await runPlugin({ env: sb.env('DEL'), stdin: podmanAdd('1.0.0', sb) })).code, 0);
@@ -653,11 +765,12 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       assert.equal(existsSync(join(sb.spoolDir, '.lock')), false);
     }));
 
-  test('contract: 20 concurrent ADD/DEL processes with the daemon down leave 20 intact spool records', () =>
+  test('contract: 20 concurrent ADD/DEL processes with the daemon down (netns gone) leave 20 intact spool records', () =>
     withSandbox(async (sb) => {
+      const gone = `/run/netns/${sb.scope.name('gone', 64)}`;
       const runs = Array.from({ length: 20 }, (_, i) => {
         const verb = i % 2 === 0 ? 'ADD' : 'DEL';
-        return runPlugin({ env: sb.env(verb, { CNI_CONTAINERID: `pod-${i}` }), stdin: podmanAdd('1.0.0', sb) });
+        return runPlugin({ env: sb.env(verb, { CNI_CONTAINERID: `pod-${i}`, CNI_NETNS: gone }), stdin: podmanAdd('1.0.0', sb) });
       });
       const results = await Promise.all(runs);
       assert.deepEqual(results.map((r) => r.code), Array(20).fill(0));
@@ -665,39 +778,42 @@ describe('CNI contract: fail-open ADD and the spool', PARALLEL, () => {
       assert.deepEqual(entries.map((e) => e.key.containerId).sort(), Array.from({ length: 20 }, (_, i) => `pod-${i}`).sort());
       for (const e of entries) assert.equal(e.op, Number(e.key.containerId.slice(4)) % 2 === 0 ? 'add' : 'del');
       assert.deepEqual(readdirSync(sb.spoolDir).filter((f) => f.startsWith('.')), [], 'no tmp or lock file left behind');
-      assert.equal(Object.keys(sb.state().attachments).length, 0, 'every DEL detached; ADDs attached different keys');
-    }, { state: { veths: {} } }));
+      assert.deepEqual(sb.attachments(), [], 'no ADD found its netns, every DEL found nothing to detach');
+    }, { pod: false }));
 });
 
 // ---------------------------------------------------------------------------------------------
-describe('CNI contract: the esbuild bundle behaves like the source', () => {
-  const outDir = join(REPO, 'node_modules', '.cache', `ihr-cni-bundle-${process.pid}`);
-  const bundle = join(outDir, 'int-host-reporter');
-  before(async () => {
-    await build({
-      entryPoints: [join(REPO, 'plugin', 'main.ts')], outfile: bundle, bundle: true, platform: 'node', target: 'node20',
-      format: 'cjs', logLevel: 'silent', external: ['*.node'], banner: { js: '#!/usr/bin/env node' },
-    });
-  });
-  after(() => import('node:fs').then((fs) => fs.rmSync(outDir, { recursive: true, force: true })));
-
-  test('contract (bundle): VERSION and ADD through the single bundled file', () =>
+describe('CNI contract: the built plugin', () => {
+  test('contract: the bundle run by node without the launcher answers as the launcher does', () =>
     withSandbox(async (sb, daemon) => {
+      const bundle = join(distLayout().buildDir, 'plugin.cjs');
       const version = await runPlugin({ argv: [bundle], env: { CNI_COMMAND: 'VERSION' }, stdin: { cniVersion: '1.0.0' } });
       assert.deepEqual(JSON.parse(version.stdout), { cniVersion: '1.0.0', supportedVersions: SUPPORTED });
       const stdin = podmanAdd('1.0.0', sb);
       const add = await runPlugin({ argv: [bundle], env: sb.env('ADD'), stdin });
       assert.deepEqual([add.code, add.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
-      assert.deepEqual(withoutTime(daemon!.received[0].body), addNotice());
+      assert.deepEqual(withoutTime(daemon!.received[0].body), addNotice(sb));
+      assertAttached(sb);
     }, { daemon: true }));
 
-  test('contract (bundle): without the fake hook the unimplemented bpf datapath fails open', () =>
+  test('contract: the first ADD on a node without the daemon loads and pins the programs itself; DEL leaves only them', () =>
     withSandbox(async (sb) => {
+      assert.deepEqual(sb.pinned(), [], 'a fresh pin root');
       const stdin = podmanAdd('1.0.0', sb);
-      const add = await runPlugin({ argv: [bundle], env: sb.env('ADD', { INT_HOST_REPORTER_PLUGIN_FAKE_DATAPATH: undefined }), stdin });
+      const add = await runPlugin({ env: sb.env('ADD'), stdin });
       assert.deepEqual([add.code, add.stdout], [0, JSON.stringify(stdin.prevResult) + '\n']);
-      assert.match(readSpool(sb.spoolDir)[0].notice.error ?? '', /^attach failed: /);
-      const del = await runPlugin({ argv: [bundle], env: sb.env('DEL', { INT_HOST_REPORTER_PLUGIN_FAKE_DATAPATH: undefined }), stdin });
+      assertAttached(sb);
+      const programs = [...Object.values(PROGRAMS), DROP_PROGRAM].map((p) => `progs/${p}`).sort();
+      const maps = sb.pinned().filter((p) => p.startsWith('maps/'));
+      assert.ok(maps.length > 0, 'the maps are pinned');
+      const attachment = `links/cni/${KEY_TEXT}`;
+      assert.deepEqual(sb.pinned(), [
+        'links', 'links/cni', `links/cni/${NETWORK}`, `links/cni/${NETWORK}/${CONTAINER_ID}`, attachment, `${attachment}/egress`, `${attachment}/ingress`,
+        'maps', ...maps, 'progs', ...programs,
+      ].sort());
+      const del = await runPlugin({ env: sb.env('DEL'), stdin });
       assert.deepEqual([del.code, del.stdout], [0, '']);
+      assertDetached(sb);
+      assert.deepEqual(sb.pinned(), ['links', 'maps', ...maps, 'progs', ...programs].sort());
     }));
 });

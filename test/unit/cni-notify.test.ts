@@ -6,11 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { notifyDaemon, probeSocket, queryAttachment } from '../../plugin/notify';
+import type { AttachmentNotice } from '../../protocol/notice';
+import { NoticeError, parseNotice } from '../../protocol/notice-validate';
 import { FakeDaemon } from '../fixtures/cni/harness';
 
-const notice = {
+const notice: AttachmentNotice = {
   network: 'ebpftest', containerId: 'abc', ifname: 'eth0', netns: '/run/netns/x', hostIfname: 'veth1', hostIfindex: 19,
-  podNamespace: 'shop', podName: 'cart', podUid: 'u-1', ips: ['10.99.0.2', 'fd00::2'], mode: 'tcx' as const,
+  podNamespace: 'shop', podName: 'cart', podUid: 'u-1', ips: ['10.99.0.2', 'fd00::2'], mode: 'tcx',
   programIds: [5, 6], attachedAt: '2026-01-02T03:04:05.006Z',
 };
 
@@ -145,5 +147,41 @@ describe('notify client', () => {
     assert.deepEqual(await probeSocket(socketPath), { ok: false, error: `cannot connect to ${socketPath}: connect ENOENT ${socketPath}` });
     daemon = await new FakeDaemon(socketPath).listen();
     assert.deepEqual(await probeSocket(socketPath), { ok: true });
+  });
+});
+
+describe('the notice schema and the type derived from it', () => {
+  test('schema: a full notice and a minimal one pass as they are', () => {
+    assert.deepEqual(parseNotice(JSON.stringify(notice)), notice);
+    assert.deepEqual(parseNotice('{"network":"n","containerId":"c","ifname":"eth0"}'), { network: 'n', containerId: 'c', ifname: 'eth0' });
+  });
+
+  test('schema: a bad body is a NoticeError naming the field', () => {
+    const cases: [string, string][] = [
+      ['', 'body is not JSON: Unexpected end of JSON input'],
+      ['[]', 'invalid attachment notice: (body): must be object'],
+      ['{"network":"n","ifname":"eth0"}', "invalid attachment notice: containerId: must have required property 'containerId'"],
+      ['{"network":"","containerId":"c","ifname":"eth0"}', 'invalid attachment notice: network: must NOT have fewer than 1 characters'],
+      ['{"network":"n","containerId":"c","ifname":"a-very-long-name"}', 'invalid attachment notice: ifname: must NOT have more than 15 characters'],
+      ['{"network":"n","containerId":"c","ifname":"eth0","hostIfindex":1.5}', 'invalid attachment notice: hostIfindex: must be integer'],
+      ['{"network":"n","containerId":"c","ifname":"eth0","mode":"xdp"}', 'invalid attachment notice: mode: must be equal to one of the allowed values'],
+      ['{"network":"n","containerId":"c","ifname":"eth0","extra":1}', 'invalid attachment notice: extra: must NOT have additional properties'],
+    ];
+    for (const [body, message] of cases) {
+      assert.throws(() => parseNotice(body), (err: unknown) => err instanceof NoticeError && err.message === message, body);
+    }
+  });
+
+  test('type: the derived AttachmentNotice is as tight as the schema (checked by tsc)', () => {
+    const minimal: AttachmentNotice = { network: 'n', containerId: 'c', ifname: 'eth0' };
+    // @ts-expect-error ifname is required
+    const missing: AttachmentNotice = { network: 'n', containerId: 'c' };
+    // @ts-expect-error mode is 'tcx' or 'tc'
+    const badMode: AttachmentNotice = { ...minimal, mode: 'xdp' };
+    // @ts-expect-error no additional properties
+    const extra: AttachmentNotice = { ...minimal, extra: 1 };
+    // @ts-expect-error programIds are numbers
+    const badIds: AttachmentNotice = { ...minimal, programIds: ['5'] };
+    assert.deepEqual([missing.network, badMode.mode, extra.ifname, badIds.programIds], ['n', 'xdp', 'eth0', ['5']]);
   });
 });

@@ -1,11 +1,13 @@
 // The spool and its lock, in-process: the functions the daemon uses to drain it, and the bounds.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import { LockTimeoutError, withLock } from '../../plugin/lockfile';
-import { MAX_SPOOL_ENTRIES, readSpool, removeSpoolEntry, spoolFileName, writeSpoolRecord } from '../../plugin/spool';
+import { LockTimeoutError, withLock } from '../../protocol/lockfile';
+import { processAlive } from '../../protocol/process';
+import { MAX_SPOOL_ENTRIES, readSpool, removeSpoolEntry, spoolFileName, writeSpoolRecord } from '../../protocol/spool';
 
 const key = (containerId: string) => ({ network: 'ebpftest', containerId, ifname: 'eth0' });
 const notice = (containerId: string, extra = {}) => ({ ...key(containerId), ...extra });
@@ -51,6 +53,11 @@ describe('spool records', () => {
     writeFileSync(join(dir, '.tmp-1-abc'), '{}');
     writeFileSync(join(dir, 'README'), 'x');
     assert.deepEqual(readSpool(dir).map((e) => e.key.containerId), ['first', 'second']);
+  });
+
+  test('spool: a record name that cannot be read (a directory) is an error, not a silently skipped record', () => {
+    mkdirSync(join(dir, 'feed.json'));
+    assert.throws(() => readSpool(dir), (err: NodeJS.ErrnoException) => err.code === 'EISDIR');
   });
 
   test('spool: readSpool of a missing directory is empty', () => {
@@ -120,6 +127,12 @@ describe('spool lock', () => {
     writeFileSync(lock, `${process.pid} ${Date.now()} held`);
     assert.throws(() => withLock(lock, () => 1, { timeoutMs: 100 }), LockTimeoutError);
     assert.equal(readdirSync(dir).includes('.lock'), true, 'a live lock is not broken');
+  });
+
+  test('processAlive: this process is, an exited child is not', () => {
+    const child = spawnSync('true');
+    assert.equal(child.status, 0);
+    assert.deepEqual([processAlive(process.pid), processAlive(child.pid!)], [true, false]);
   });
 
   test('lock: a lock of a dead process is broken at once', () => {

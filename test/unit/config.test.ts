@@ -28,6 +28,7 @@ const DEFAULTS = {
   socketPath: '/run/int-host-reporter/daemon.sock',
   bpffsPath: '/sys/fs/bpf/int-host-reporter',
   reportIntervalMs: 1000,
+  reconcileIntervalMs: 30000,
   latencyQuantumNs: 65536,
   sampleBytes: 128,
   nodeName: hostname(),
@@ -97,7 +98,7 @@ describe('our settings', () => {
   test('every flag', () => {
     const config = parse([
       '--collector', 'a.example:9000', '--collector=[fd00::1]:9001,10.0.0.9', '--socket', '/tmp/d.sock', '--bpffs', '/sys/fs/bpf/x',
-      '--report-interval-ms', '250', '--latency-quantum-ns', '1024', '--sample-bytes', '256', '--node-name', 'n1', '--metrics-listen', '127.0.0.1:9100',
+      '--report-interval-ms', '250', '--reconcile-interval-ms', '5000', '--latency-quantum-ns', '1024', '--sample-bytes', '256', '--node-name', 'n1', '--metrics-listen', '127.0.0.1:9100',
       '--drop-detection', 'aging',
     ]);
     assert.deepEqual(config, {
@@ -106,6 +107,7 @@ describe('our settings', () => {
       socketPath: '/tmp/d.sock',
       bpffsPath: '/sys/fs/bpf/x',
       reportIntervalMs: 250,
+      reconcileIntervalMs: 5000,
       latencyQuantumNs: 1024,
       sampleBytes: 256,
       nodeName: 'n1',
@@ -201,6 +203,8 @@ describe('bad values name their source and the value', () => {
     [['--collector', 'c'], { INT_HOST_REPORTER_SAMPLE_BYTES: '32' }, 'env INT_HOST_REPORTER_SAMPLE_BYTES: "32" must be at least 64'],
     [['--collector', 'c', '--sample-bytes', '12x'], {}, '--sample-bytes: "12x" is not a whole number'],
     [['--collector', 'c', '--report-interval-ms', '-5'], {}, '--report-interval-ms: "-5" is not a whole number'],
+    [['--collector', 'c', '--reconcile-interval-ms', '50'], {}, '--reconcile-interval-ms: "50" must be at least 100'],
+    [['--collector', 'c'], { INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: '3600001' }, 'env INT_HOST_REPORTER_RECONCILE_INTERVAL_MS: "3600001" must be at most 3600000'],
     [['--collector', 'c', '--latency-quantum-ns', '1000'], {}, '--latency-quantum-ns: "1000" must be a power of two (e.g. 65536)'],
     [['--collector', 'c', '--log-level', 'verbose'], {}, '--log-level: "verbose" is not a log level; use fatal, error, warn, info, debug, trace, silent'],
     [['--collector', 'c', '--data-interface', 'a-very-long-interface'], {}, '--data-interface: "a-very-long-interface" is not an interface name (1-15 characters, no "/", ":" or white space)'],
@@ -219,7 +223,7 @@ describe('bad values name their source and the value', () => {
   test('config file problems', () => {
     const withFile = (text: string) => errorOf(['--config', '/c.yaml'], {}, { '/c.yaml': text });
     assert.equal(withFile('collector: x:1\nsample_bytes: 64\n'),
-      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, health-listen, cni-installer-status, drop-detection, cni');
+      '/c.yaml (sample_bytes): unknown setting; known: collector, switch-id, data-interface, watchlist-conf, log-level, socket, bpffs, report-interval-ms, reconcile-interval-ms, latency-quantum-ns, sample-bytes, node-name, metrics-listen, health-listen, cni-installer-status, drop-detection, cni');
     assert.equal(withFile('collector: x:1\nsample-bytes: "64"\n'), '/c.yaml (sample-bytes): "64" must be an integer');
     assert.equal(withFile('collector: x:1\nsample-bytes: 512\n'), '/c.yaml (sample-bytes): 512 must be at most 256');
     assert.equal(withFile('collector: [x:1, "y:z"]\n'), '/c.yaml (collector): "y:z" has an invalid port');
@@ -240,7 +244,7 @@ describe('help', () => {
     const text = usage();
     for (const needle of [
       '--collector HOST:PORT', '--switch-id ID|IPv4', '--data-interface IFNAME', '-f, --watchlist-conf FILE', '--log-level LEVEL',
-      '--config FILE', '--socket PATH', '--bpffs PATH', '--report-interval-ms MS', '--latency-quantum-ns NS', '--sample-bytes N',
+      '--config FILE', '--socket PATH', '--bpffs PATH', '--report-interval-ms MS', '--reconcile-interval-ms MS', '--latency-quantum-ns NS', '--sample-bytes N',
       '--node-name NAME', '--metrics-listen ADDR:PORT', '-c, --cni NAME', 'env INT_HOST_REPORTER_COLLECTOR, COLLECTOR',
       'env INT_HOST_REPORTER_SWITCH_ID, NODE_IP', '(default 65536)',
     ]) {

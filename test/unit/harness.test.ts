@@ -7,6 +7,8 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { getLink } from '../../netlink/index';
+import { Sandbox } from '../fixtures/cni/harness';
 import { pidAlive } from '../helpers/exec';
 import {
   Scope,
@@ -400,4 +402,23 @@ describe('cleanup', () => {
       assert.deepEqual(leftovers(prefix), { netns: [], links: [] });
     });
   }
+});
+
+describe('CNI sandbox (test/fixtures/cni/harness.ts)', () => {
+  test('a sandbox pod is a veth pair the plugin can follow; remove() leaves no netns, link, pin root or temp dir', async () => {
+    const sb = await Sandbox.create();
+    const { netns, hostIfname, hostIfindex } = sb.pod;
+    const inside = getLink({ ifname: 'eth0' }, netns);
+    assert.deepEqual([inside.kind, inside.peerIfindex], ['veth', hostIfindex]);
+    const host = getLink({ ifindex: hostIfindex });
+    assert.deepEqual([host.ifname, host.kind, host.peerIfindex], [hostIfname, 'veth', inside.ifindex]);
+    assert.deepEqual(sb.pinned(), [], 'an empty pin root of its own');
+    assert.ok(sb.pinRoot.startsWith(`/sys/fs/bpf/${runPrefix()}`), sb.pinRoot);
+    assert.ok(existsSync(sb.dir));
+    sb.remove();
+    assert.deepEqual(
+      { netns: existsSync(netns), link: existsSync(`/sys/class/net/${hostIfname}`), pins: existsSync(sb.pinRoot), dir: existsSync(sb.dir) },
+      { netns: false, link: false, pins: false, dir: false },
+    );
+  });
 });

@@ -4,10 +4,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { EventLayout, EventView, EVENT_DROP, EVENT_TRACE, F_INGRESS, F_NAT, F_TUNNEL, TupleLayout, frameBatch } from '../../bpf/events';
 import { crc32c, encodeDropReport, encodeFlowReport, encodeReport, rewriteInnerTuple } from '../../daemon/report/encoder';
-import { buildDropCodeTable } from '../../daemon/report/drop-reasons';
+import { buildDropCodeTable, IntDropCode } from '../../daemon/report/drop-reasons';
+import { DropLocations } from '../../daemon/report/drop-locations';
 import { hex, INNER_FRAME, FLOW_REPORT_VECTOR, DROP_REPORT_VECTOR } from '../fixtures/int-report-vectors';
 
 
@@ -235,6 +239,27 @@ test('encodeReport picks the kind by event type and maps the kernel drop reason'
     assert.equal(encodeReport(d, out, 0, ID, 43, false, table2), 78);
     assert.equal(out[21], 0);
   }
+});
+
+test('encodeReport names an unexplained drop by its kernel location, as the pipeline does', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ihr-kallsyms-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const kallsyms = join(dir, 'kallsyms');
+  writeFileSync(kallsyms, 'ffffffff81000000 T ip_rcv\nffffffff81001000 t ip_error\nffffffff81002000 T ip_forward\n');
+  const locations = new DropLocations(kallsyms);
+  const table = buildDropCodeTable([{ name: 'NOT_SPECIFIED', value: 2 }, { name: 'NETFILTER_DROP', value: 12 }]);
+  const out = Buffer.alloc(256);
+  const drop = (reason: number, location: bigint) => {
+    const v = viewOf(eventRecord(INNER_FRAME, { type: EVENT_DROP, egIfindex: 0, dropReason: reason }));
+    v.buf.writeBigUInt64LE(location, v.off + EventLayout.dropLocation);
+    assert.equal(encodeReport(v, out, 0, ID, 43, false, table, locations), 78);
+    return out[21];
+  };
+  // No reason, dropped inside ip_error: no route.
+  assert.equal(drop(2, 0xffffffff81001040n), IntDropCode.OUTER_IP_MISS);
+  // A known reason wins over the place; a place with no meaning stays unknown.
+  assert.equal(drop(12, 0xffffffff81001040n), IntDropCode.ACL_DROP);
+  assert.equal(drop(2, 0xffffffff81002040n), 0);
 });
 
 test('perf padding after the sample never reaches the report', () => {

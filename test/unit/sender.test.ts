@@ -10,6 +10,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startCollector, type Collector } from '../../daemon/collector/collector';
 import type { DecodedReport } from '../../daemon/collector/decoder';
 import { parseCollectorAddress, ReportSender, type SenderOptions } from '../../daemon/report/sender';
+import { UdpError, udpClose, udpOpen } from '../../daemon/report/udp';
 import { createNetns, runIn, withScope } from '../helpers/netns';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -415,4 +416,15 @@ test('close is idempotent and send after close does nothing', async () => {
   } finally {
     await a.collector.close();
   }
+});
+
+test('the udp module: opening a socket to something that is not an IP literal is a UdpError naming it', () => {
+  assert.throws(
+    () => udpOpen('collector.example', 5000),
+    (e: unknown) => e instanceof UdpError && e.code === 'EINVAL' && e.op === 'udp open collector.example:5000 (not an IP address)'
+      && e.message === 'udp open collector.example:5000 (not an IP address): Invalid argument (EINVAL)',
+  );
+  const fd = udpOpen('::1', 9);
+  assert.ok(fd > 2, `an fd: ${fd}`);
+  udpClose(fd);
 });

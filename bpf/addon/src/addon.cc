@@ -1,4 +1,4 @@
-// Module entry, errors, libbpf log capture, and small fd/bpffs helpers.
+// Module entry, libbpf log capture, and small fd/bpffs helpers.
 #include "common.h"
 
 #include <bpf/bpf.h>
@@ -33,18 +33,6 @@ LogCapture::~LogCapture() { g_capture = prev_; }
 std::string LogCapture::Tail(size_t max_bytes) const {
   if (buf_.size() <= max_bytes) return buf_;
   return buf_.substr(buf_.size() - max_bytes);
-}
-
-void ThrowErrno(Napi::Env env, const std::string &op, int err, const std::string &log) {
-  if (err < 0) err = -err;
-  const char *name = strerrorname_np(err);
-  std::string msg = op + ": " + strerror(err) + " (" + (name ? name : "E?") + ")";
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("op", Napi::String::New(env, op));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
-  if (!log.empty()) e.Set("log", Napi::String::New(env, log));
-  throw e;
 }
 
 uint64_t ToU64(const Napi::Value &v) {
@@ -93,30 +81,6 @@ static Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
   o.Set("type", pi.type);
   o.Set("runTimeNs", Napi::BigInt::New(env, (uint64_t)pi.run_time_ns));
   o.Set("runCount", Napi::BigInt::New(env, (uint64_t)pi.run_cnt));
-  return o;
-}
-
-// linkInfo(fd) -> { id, type, progId, ifindex?, attachType? }
-static Napi::Value LinkInfo(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  // struct bpf_link_info grew tcx fields after the 6.1 UAPI header; read into a larger buffer.
-  union {
-    struct bpf_link_info li;
-    unsigned char raw[256];
-  } u = {};
-  __u32 len = sizeof(u);
-  if (bpf_obj_get_info_by_fd(fd, &u, &len) < 0) ThrowErrno(env, "bpf_obj_get_info_by_fd(link)", errno);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("id", u.li.id);
-  o.Set("type", u.li.type);
-  o.Set("progId", u.li.prog_id);
-  if (u.li.type == 11 /* BPF_LINK_TYPE_TCX */) {
-    // union after the common header: struct { __u32 ifindex; __u32 attach_type; } tcx;
-    __u32 *tcx = (__u32 *)((unsigned char *)&u.li + 16);
-    o.Set("ifindex", tcx[0]);
-    o.Set("attachType", tcx[1]);
-  }
   return o;
 }
 
@@ -175,7 +139,6 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
-  exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
   exports.Set("progFdById", Napi::Function::New(env, ProgFdById));
   exports.Set("linkFdById", Napi::Function::New(env, LinkFdById));
   exports.Set("enableStats", Napi::Function::New(env, EnableStats));
@@ -185,9 +148,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
   InitObject(env, exports);
   InitAttach(env, exports);
-  InitNetlink(env, exports);
   InitReader(env, exports);
-  InitUdp(env, exports);
   return exports;
 }
 

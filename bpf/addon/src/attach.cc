@@ -1,53 +1,27 @@
-// Attaching programs to an interface: TCX links (kernel 6.6+) through the bpf() syscall, since
-// libbpf 1.1 and the 6.1 UAPI headers predate TCX, and classic clsact + cls_bpf through libbpf.
+// Attaching programs to an interface: TCX links (kernel 6.6+) and classic clsact + cls_bpf, both
+// through libbpf. The programs come as fds (often opened from their pins, with no bpf_object
+// around them), so TCX links are made with bpf_link_create rather than bpf_program__attach_tcx.
 #include "common.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
-#include <linux/pkt_sched.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include <vector>
 
 namespace ihr {
 
-// Kernel UAPI values newer than Debian 12's linux-libc-dev (6.1).
-constexpr uint32_t kTcxIngress = 46;   // BPF_TCX_INGRESS
-constexpr uint32_t kTcxEgress = 47;    // BPF_TCX_EGRESS
-constexpr uint32_t kFBefore = 1u << 3; // BPF_F_BEFORE
+static enum bpf_attach_type TcxAttachType(Direction d) {
+  return d == Direction::Ingress ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
+}
 
-// The BPF_LINK_CREATE and BPF_PROG_QUERY attributes as of 6.6, laid out by hand.
-union TcxAttr {
-  struct {
-    uint32_t prog_fd;
-    uint32_t target_ifindex;
-    uint32_t attach_type;
-    uint32_t flags;
-    uint32_t relative_fd;
-    uint32_t pad;
-    uint64_t expected_revision;
-  } link_create;
-  struct {
-    uint32_t target_ifindex;
-    uint32_t attach_type;
-    uint32_t query_flags;
-    uint32_t attach_flags;
-    uint64_t prog_ids;
-    uint32_t count;
-    uint32_t pad;
-    uint64_t prog_attach_flags;
-    uint64_t link_ids;
-    uint64_t link_attach_flags;
-    uint64_t revision;
-  } query;
-  unsigned char raw[128];
-};
+static enum bpf_tc_attach_point TcAttachPoint(Direction d) {
+  return d == Direction::Ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+}
 
-static uint32_t TcxType(Napi::Env env, const std::string &dir) {
-  if (dir == "ingress") return kTcxIngress;
-  if (dir == "egress") return kTcxEgress;
-  throw Napi::TypeError::New(env, "direction must be 'ingress' or 'egress', not '" + dir + "'");
+static std::string Hook(Direction d, int ifindex) {
+  return std::string(DirectionName(d)) + " ifindex " + std::to_string(ifindex);
 }
 
 // tcxAttach(progFd, ifindex, direction) -> link fd; the program runs before every other TCX
@@ -55,44 +29,65 @@ static uint32_t TcxType(Napi::Env env, const std::string &dir) {
 static Napi::Value TcxAttach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int prog_fd = info[0].As<Napi::Number>().Int32Value();
-  uint32_t ifindex = info[1].As<Napi::Number>().Uint32Value();
-  std::string dir = info[2].As<Napi::String>();
-  TcxAttr a;
-  memset(&a, 0, sizeof(a));
-  a.link_create.prog_fd = prog_fd;
-  a.link_create.target_ifindex = ifindex;
-  a.link_create.attach_type = TcxType(env, dir);
-  a.link_create.flags = kFBefore;
-  int fd = syscall(__NR_bpf, BPF_LINK_CREATE, &a, sizeof(a));
-  if (fd < 0) ThrowErrno(env, "tcx attach " + dir + " ifindex " + std::to_string(ifindex), errno);
+  int ifindex = info[1].As<Napi::Number>().Int32Value();
+  Direction dir = ParseDirection(env, info[2]);
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = BPF_F_BEFORE);
+  LogCapture cap;
+  int fd = bpf_link_create(prog_fd, ifindex, TcxAttachType(dir), &opts);
+  if (fd < 0) ThrowErrno(env, "tcx attach " + Hook(dir, ifindex), errno, cap.Tail());
   return Napi::Number::New(env, fd);
 }
 
 // tcxQuery(ifindex, direction) -> { revision, progIds, linkIds } in run order
 static Napi::Value TcxQuery(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  uint32_t ifindex = info[0].As<Napi::Number>().Uint32Value();
-  std::string dir = info[1].As<Napi::String>();
-  uint32_t prog_ids[64] = {}, link_ids[64] = {};
-  TcxAttr a;
-  memset(&a, 0, sizeof(a));
-  a.query.target_ifindex = ifindex;
-  a.query.attach_type = TcxType(env, dir);
-  a.query.prog_ids = (uint64_t)(uintptr_t)prog_ids;
-  a.query.link_ids = (uint64_t)(uintptr_t)link_ids;
-  a.query.count = 64;
-  if (syscall(__NR_bpf, BPF_PROG_QUERY, &a, sizeof(a)) < 0)
-    ThrowErrno(env, "tcx query " + dir + " ifindex " + std::to_string(ifindex), errno);
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  Direction dir = ParseDirection(env, info[1]);
+  std::vector<__u32> prog_ids, link_ids;
+  LIBBPF_OPTS(bpf_prog_query_opts, q);
+  // First the count, then the ids; ENOSPC: programs were added in between, ask again.
+  for (;;) {
+    q.prog_ids = prog_ids.empty() ? nullptr : prog_ids.data();
+    q.link_ids = link_ids.empty() ? nullptr : link_ids.data();
+    q.count = prog_ids.size();
+    int err = bpf_prog_query_opts(ifindex, TcxAttachType(dir), &q);
+    if (err == -ENOSPC || (err == 0 && q.count > prog_ids.size())) {
+      prog_ids.assign(q.count + 4, 0);
+      link_ids.assign(q.count + 4, 0);
+      continue;
+    }
+    if (err) ThrowErrno(env, "tcx query " + Hook(dir, ifindex), err);
+    break;
+  }
   Napi::Object o = Napi::Object::New(env);
   Napi::Array progs = Napi::Array::New(env), links = Napi::Array::New(env);
-  uint32_t n = a.query.count < 64 ? a.query.count : 64;
-  for (uint32_t i = 0; i < n; i++) {
+  for (uint32_t i = 0; i < q.count; i++) {
     progs.Set(i, prog_ids[i]);
     links.Set(i, link_ids[i]);
   }
-  o.Set("revision", Napi::BigInt::New(env, a.query.revision));
+  o.Set("revision", Napi::BigInt::New(env, (uint64_t)q.revision));
   o.Set("progIds", progs);
   o.Set("linkIds", links);
+  return o;
+}
+
+// linkInfo(fd) -> { id, type, progId, ifindex?, direction? } (the last two for TCX links)
+static Napi::Value LinkInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct bpf_link_info li = {};
+  __u32 len = sizeof(li);
+  if (bpf_link_get_info_by_fd(fd, &li, &len) < 0) ThrowErrno(env, "bpf_link_get_info_by_fd", errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", li.id);
+  o.Set("type", li.type);
+  o.Set("progId", li.prog_id);
+  if (li.type == BPF_LINK_TYPE_TCX) {
+    o.Set("ifindex", li.tcx.ifindex);
+    for (Direction d : {Direction::Ingress, Direction::Egress}) {
+      if (li.tcx.attach_type == (__u32)TcxAttachType(d)) o.Set("direction", DirectionName(d));
+    }
+  }
   return o;
 }
 
@@ -111,29 +106,23 @@ static Napi::Value LinkUpdate(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-static enum bpf_tc_attach_point TcPoint(Napi::Env env, const std::string &dir) {
-  if (dir == "ingress") return BPF_TC_INGRESS;
-  if (dir == "egress") return BPF_TC_EGRESS;
-  throw Napi::TypeError::New(env, "direction must be 'ingress' or 'egress', not '" + dir + "'");
-}
-
 // tcAttach(progFd, ifindex, direction, priority, handle) -> { progId, createdClsact }
 // Creates clsact if the interface has none; replaces only a filter at our priority/handle.
 static Napi::Value TcAttach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int prog_fd = info[0].As<Napi::Number>().Int32Value();
   int ifindex = info[1].As<Napi::Number>().Int32Value();
-  std::string dir = info[2].As<Napi::String>();
+  Direction dir = ParseDirection(env, info[2]);
   uint32_t prio = info[3].As<Napi::Number>().Uint32Value();
   uint32_t handle = info[4].As<Napi::Number>().Uint32Value();
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = TcPoint(env, dir));
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = TcAttachPoint(dir));
   LogCapture cap;
   int err = bpf_tc_hook_create(&hook);
   bool created = err == 0;
   if (err && err != -EEXIST) ThrowErrno(env, "create clsact on ifindex " + std::to_string(ifindex), err, cap.Tail());
   LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = handle, .priority = prio);
   err = bpf_tc_attach(&hook, &opts);
-  if (err) ThrowErrno(env, "tc attach " + dir + " ifindex " + std::to_string(ifindex), err, cap.Tail());
+  if (err) ThrowErrno(env, "tc attach " + Hook(dir, ifindex), err, cap.Tail());
   Napi::Object o = Napi::Object::New(env);
   o.Set("progId", opts.prog_id);
   o.Set("createdClsact", created);
@@ -144,15 +133,15 @@ static Napi::Value TcAttach(const Napi::CallbackInfo &info) {
 static Napi::Value TcDetach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int ifindex = info[0].As<Napi::Number>().Int32Value();
-  std::string dir = info[1].As<Napi::String>();
+  Direction dir = ParseDirection(env, info[1]);
   uint32_t prio = info[2].As<Napi::Number>().Uint32Value();
   uint32_t handle = info[3].As<Napi::Number>().Uint32Value();
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = TcPoint(env, dir));
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = TcAttachPoint(dir));
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = prio);
   LogCapture cap;
   int err = bpf_tc_detach(&hook, &opts);
   if (err == -ENOENT || err == -EINVAL) return Napi::Boolean::New(env, false);
-  if (err) ThrowErrno(env, "tc detach " + dir + " ifindex " + std::to_string(ifindex), err, cap.Tail());
+  if (err) ThrowErrno(env, "tc detach " + Hook(dir, ifindex), err, cap.Tail());
   return Napi::Boolean::New(env, true);
 }
 
@@ -170,6 +159,7 @@ static Napi::Value ClsactDestroy(const Napi::CallbackInfo &info) {
 Napi::Object InitAttach(Napi::Env env, Napi::Object exports) {
   exports.Set("tcxAttach", Napi::Function::New(env, TcxAttach));
   exports.Set("tcxQuery", Napi::Function::New(env, TcxQuery));
+  exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("tcAttach", Napi::Function::New(env, TcAttach));

@@ -1,6 +1,8 @@
 // A cross-process lock from a file created with O_EXCL (Node has no flock). The file holds
 // "<pid> <ms since epoch>" so a lock left by a crashed plugin can be recognised and broken.
 import { linkSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { processAlive } from './process';
+import { errnoCode } from './errno';
 
 export interface LockOptions {
   /** how long to wait for the lock before giving up */
@@ -32,7 +34,7 @@ function acquire(lockPath: string, timeoutMs: number, staleMs: number): string {
       writeFileSync(lockPath, token, { flag: 'wx', mode: 0o600 });
       return token;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (errnoCode(err) !== 'EEXIST') throw err;
     }
     // checked before anything else, so even a lock we cannot break never loops forever
     if (Date.now() >= deadline) throw new LockTimeoutError(`timed out after ${timeoutMs} ms waiting for ${lockPath}`);
@@ -45,15 +47,20 @@ function acquire(lockPath: string, timeoutMs: number, staleMs: number): string {
 function release(lockPath: string, token: string): void {
   // Only remove the lock if it is still ours (it may have been broken as stale meanwhile).
   if (readHolder(lockPath) === token) {
-    try { unlinkSync(lockPath); } catch { /* already gone */ }
+    try {
+      unlinkSync(lockPath);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err; // else: broken as stale meanwhile
+    }
   }
 }
 
 function readHolder(lockPath: string): string | undefined {
   try {
     return readFileSync(lockPath, 'utf8');
-  } catch {
-    return undefined;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined; // released meanwhile
+    throw err;
   }
 }
 
@@ -65,21 +72,13 @@ function isStale(lockPath: string, holder: string, staleMs: number): boolean {
     // empty or garbled: a holder may still be writing its token, so judge by the file's age
     try {
       return Date.now() - statSync(lockPath).mtimeMs > staleMs;
-    } catch {
-      return false;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false; // released meanwhile: just try again
+      throw err;
     }
   }
   if (Date.now() - since > staleMs) return true;
   return !processAlive(pid);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 // Move the lock aside (atomic) and make sure what we moved is the stale one we judged; if a
@@ -88,13 +87,18 @@ function breakStaleLock(lockPath: string, staleHolder: string): void {
   const aside = `${lockPath}.stale-${process.pid}-${Math.random().toString(36).slice(2)}`;
   try {
     renameSync(lockPath, aside);
-  } catch {
-    return; // someone else moved it
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return; // someone else moved it
+    throw err;
   }
   if (readHolder(aside) !== staleHolder) {
-    try { linkSync(aside, lockPath); } catch { /* a newer lock exists: leave it */ }
+    try {
+      linkSync(aside, lockPath);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err; // else: a newer lock exists, leave it
+    }
   }
-  try { unlinkSync(aside); } catch { /* ignore */ }
+  unlinkSync(aside); // ours alone: a unique name
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));

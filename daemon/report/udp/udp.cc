@@ -3,7 +3,7 @@
 // at ~150k reports/s. Runs of reports of the same length also go as one UDP GSO message
 // (UDP_SEGMENT): the stack is crossed once per run and the datagrams are cut at the device (or
 // by the NIC), which is most of the kernel's cost per report.
-#include "common.h"
+#include "shared.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -138,10 +138,19 @@ static Napi::Value UdpSendBatch(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, reports);
 }
 
-Napi::Object InitUdp(Napi::Env env, Napi::Object exports) {
-  exports.Set("udpOpen", Napi::Function::New(env, UdpOpen));
-  exports.Set("udpSendBatch", Napi::Function::New(env, UdpSendBatch));
-  return exports;
+static Napi::Value UdpClose(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd >= 0) close(fd);
+  return info.Env().Undefined();
 }
 
 }  // namespace ihr
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("udpOpen", Napi::Function::New(env, ihr::UdpOpen));
+  exports.Set("udpSendBatch", Napi::Function::New(env, ihr::UdpSendBatch));
+  exports.Set("udpClose", Napi::Function::New(env, ihr::UdpClose));
+  return exports;
+}
+
+NODE_API_MODULE(int_host_reporter_udp, InitModule)

@@ -5,9 +5,9 @@
 import type * as Crypto from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AttachmentNotice } from '../daemon/api/protocol';
-import type { AttachmentKey } from './datapath';
+import { errnoCode } from './errno';
 import { withLock } from './lockfile';
+import type { AttachmentKey, AttachmentNotice } from './notice';
 
 /** Bound on pending records (Cilium's deletion queue uses the same number). */
 export const MAX_SPOOL_ENTRIES = 256;
@@ -90,7 +90,7 @@ export function readSpool(dir: string): SpoolEntry[] {
   try {
     names = readdirSync(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if (errnoCode(err) === 'ENOENT') return [];
     throw err;
   }
   const entries: SpoolEntry[] = [];
@@ -114,8 +114,9 @@ export function removeSpoolEntry(dir: string, entry: { key: AttachmentKey; id?: 
   let names: string[];
   try {
     names = readdirSync(dir);
-  } catch {
-    return false;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false; // no spool yet
+    throw err;
   }
   if (!names.some(isRecordName)) return false;
   const file = spoolFileName(entry.key);
@@ -130,7 +131,7 @@ export function removeSpoolEntry(dir: string, entry: { key: AttachmentKey; id?: 
       unlinkSync(path);
       return true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if (errnoCode(err) === 'ENOENT') return false;
       throw err;
     }
   });
@@ -140,14 +141,17 @@ function isRecordName(name: string): boolean {
   return name.endsWith(RECORD_SUFFIX) && !name.startsWith('.');
 }
 
+/** The record in a file; undefined when it vanished (drained or replaced) or is not a record of ours. */
 function readRecord(path: string): SpoolRecord | undefined {
+  let value: SpoolRecord;
   try {
-    const value = JSON.parse(readFileSync(path, 'utf8')) as SpoolRecord;
-    if (value?.version !== SPOOL_RECORD_VERSION || (value.op !== 'add' && value.op !== 'del') || !value.key) return undefined;
-    return value;
-  } catch {
-    return undefined;
+    value = JSON.parse(readFileSync(path, 'utf8')) as SpoolRecord;
+  } catch (err) {
+    if (err instanceof SyntaxError || errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
   }
+  if (value?.version !== SPOOL_RECORD_VERSION || (value.op !== 'add' && value.op !== 'del') || !value.key) return undefined;
+  return value;
 }
 
 // A plugin killed between write and rename leaves a tmp file; sweep old ones under the lock.
@@ -157,6 +161,8 @@ function removeOldTmpFiles(dir: string, names: string[]): void {
     if (!name.startsWith(TMP_PREFIX)) continue;
     try {
       if (now - statSync(join(dir, name)).mtimeMs > TMP_MAX_AGE_MS) unlinkSync(join(dir, name));
-    } catch { /* raced with its owner */ }
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err; // else: its owner renamed it meanwhile
+    }
   }
 }

@@ -1,15 +1,11 @@
-// Connected UDP sockets with batched sends (sendmmsg), for the report sender. The only caller of
-// the addon's UDP functions: errors become UdpError, naming the operation and the errno.
+// Connected UDP sockets with batched sends (sendmmsg), for the report sender: the TypeScript face
+// of the udp native module (udp/). Errors of opening become UdpError, naming the operation and
+// the errno; send errors are returned, not thrown.
 import { constants } from 'node:os';
-import { loadNative, type Native } from './native';
+import { NativeError, loadModule, nativeCall } from '../../native/load';
 
 /** An error of a UDP socket operation: names the operation and the errno. */
-export class UdpError extends Error {
-  constructor(message: string, readonly op: string, readonly errno: number, readonly code: string) {
-    super(message);
-    this.name = 'UdpError';
-  }
-}
+export class UdpError extends NativeError {}
 
 export const { EAGAIN, EIO, EINVAL } = constants.errno;
 
@@ -20,21 +16,22 @@ export function errnoName(errno: number): string {
   return names.get(errno) ?? `E${errno}`;
 }
 
-let native: Native | undefined;
+interface UdpModule {
+  udpOpen(address: string, port: number, sendBufferBytes: number): number;
+  udpSendBatch(fd: number, memory: Buffer, lengths: Uint32Array, slotSize: number, first: number, count: number, segmentMax: number): number;
+  udpClose(fd: number): void;
+}
+
+let udp: UdpModule | undefined;
 
 /**
  * Opens a non-blocking UDP socket connected to address:port (an IPv4 or IPv6 literal) and returns
  * its fd. sendBufferBytes 0 keeps the system's default socket buffer.
  */
 export function udpOpen(address: string, port: number, sendBufferBytes = 0): number {
-  native ??= loadNative();
-  try {
-    return native.udpOpen(address, port, sendBufferBytes);
-  } catch (e) {
-    const err = e as Error & { op?: string; errno?: number; code?: string };
-    if (typeof err?.op === 'string' && typeof err.errno === 'number') throw new UdpError(err.message, err.op, err.errno, err.code ?? 'EUNKNOWN');
-    throw e;
-  }
+  udp ??= loadModule<UdpModule>('int_host_reporter_udp.node').module;
+  const m = udp;
+  return nativeCall(UdpError, () => m.udpOpen(address, port, sendBufferBytes));
 }
 
 /**
@@ -46,9 +43,10 @@ export function udpOpen(address: string, port: number, sendBufferBytes = 0): num
  * blocks and never throws for a send error: the caller counts them.
  */
 export function udpSendBatch(fd: number, memory: Buffer, lengths: Uint32Array, slotSize: number, first: number, count: number, segmentMax: number): number {
-  return native!.udpSendBatch(fd, memory, lengths, slotSize, first, count, segmentMax);
+  return udp!.udpSendBatch(fd, memory, lengths, slotSize, first, count, segmentMax);
 }
 
+/** Closes a socket of udpOpen. */
 export function udpClose(fd: number): void {
-  native?.closeFd(fd);
+  udp?.udpClose(fd);
 }
